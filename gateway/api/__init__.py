@@ -1,0 +1,1 @@
+"""The HTTP surface: OpenAI routes, health, admin, and the OpenAI error format."""

@@ -1,0 +1,60 @@
+"""``python -m gateway``: the gateway's commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+from gateway.config import CONFIG_FILE_ENV, Settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.server import uvicorn_server
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    uvicorn_server(Settings(**overrides)).run()
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from gateway.launcher import run_stack
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    return run_stack(Settings(**overrides), data_dir=args.data_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway",
+        description="OpenAI-compatible semantic-caching gateway in front of vLLM engines. "
+        "Settings come from GATEWAY_* environment variables and an optional YAML file.",
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help=f"YAML settings file (same as {CONFIG_FILE_ENV}=FILE)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve", help="serve the gateway in front of the engines named in the settings"
+    )
+    up = commands.add_parser(
+        "up",
+        help="prepare the default model, start one local vLLM engine and serve the gateway "
+        "in front of it until Ctrl-C or SIGTERM (what `make run` does)",
+    )
+    up.add_argument("--data-dir", help="where models and engine logs live (ENGINE_DATA_DIR)")
+    for command in (serve, up):
+        command.add_argument("--host", help="listen address (GATEWAY_HOST, default 127.0.0.1)")
+        command.add_argument("--port", type=int, help="listen port (GATEWAY_PORT, default 8080)")
+    serve.set_defaults(run=_serve)
+    up.set_defaults(run=_up)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.config:
+        os.environ[CONFIG_FILE_ENV] = args.config
+    code: int = args.run(args)
+    return code

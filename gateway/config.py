@@ -1,0 +1,81 @@
+"""All settings in one pydantic-settings object.
+
+Sources, highest priority first: constructor arguments, environment variables (prefix
+``GATEWAY_``, nested fields joined with ``__``, lists and dicts as JSON), the YAML file named by
+``GATEWAY_CONFIG_FILE`` (or ``--config``), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+CONFIG_FILE_ENV = "GATEWAY_CONFIG_FILE"
+
+
+class BackendConfig(BaseModel):
+    """One OpenAI-compatible engine (a vLLM server)."""
+
+    url: str
+    models: list[str] = Field(
+        default_factory=list, description="Served model names; empty = ask the engine's /v1/models."
+    )
+    weight: float = Field(default=1.0, gt=0)
+    max_in_flight: int = Field(default=64, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _strip_slash(cls, url: str) -> str:
+        return url.rstrip("/")
+
+
+class TimeoutConfig(BaseModel):
+    connect_s: float = Field(default=5.0, gt=0, description="TCP connect to an engine.")
+    first_byte_s: float = Field(
+        default=120.0, gt=0, description="Engine response headers (covers queueing and prefill)."
+    )
+    idle_stream_s: float = Field(default=60.0, gt=0, description="Longest gap between two chunks.")
+    probe_s: float = Field(default=2.0, gt=0, description="Health probe of one engine.")
+
+
+class LimitConfig(BaseModel):
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    backends: list[BackendConfig] = Field(default_factory=list)
+    probe_interval_s: float = Field(default=5.0, gt=0, description="Engine health probe period.")
+    timeouts: TimeoutConfig = Field(default_factory=TimeoutConfig)
+    limits: LimitConfig = Field(default_factory=LimitConfig)
+    log_level: str = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            if not Path(config_file).is_file():
+                raise FileNotFoundError(f"{CONFIG_FILE_ENV}={config_file}: no such file")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)

@@ -1,0 +1,4 @@
+pytest_plugins = [
+    "tests.support.engine",
+    "tests.support.gateway",
+]
