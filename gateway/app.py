@@ -24,7 +24,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             client = await stack.enter_async_context(
-                httpx.AsyncClient(limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
+                httpx.AsyncClient(
+                    limits=httpx.Limits(max_connections=None, max_keepalive_connections=256)
+                )
             )
             pool = await stack.enter_async_context(
                 BackendPool(

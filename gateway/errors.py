@@ -59,7 +59,9 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
     def __init__(self, model: str) -> None:
-        super().__init__(f"The model '{model}' does not exist or is not served here.", param="model")
+        super().__init__(
+            f"The model '{model}' does not exist or is not served here.", param="model"
+        )
 
 
 class PayloadTooLarge(GatewayError):
@@ -100,7 +102,9 @@ class UpstreamError(GatewayError):
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict):  # already OpenAI-shaped
             message = str(error.get("message") or "engine error")
-            self._body: dict[str, Any] = {"error": {**error_body(message, "upstream_error")["error"], **error}}
+            self._body: dict[str, Any] = {
+                "error": {**error_body(message, "upstream_error")["error"], **error}
+            }
         else:  # older vLLM: {"object": "error", "message": ..., "type": ..., "code": ...}
             fields = body if isinstance(body, dict) else {}
             message = str(fields.get("message") or body or "engine error")

@@ -8,8 +8,8 @@ from gateway.app import create_app
 from gateway.config import Settings
 
 
-def uvicorn_server(settings: Settings) -> uvicorn.Server:
-    config = uvicorn.Config(
+def uvicorn_config(settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -19,4 +19,7 @@ def uvicorn_server(settings: Settings) -> uvicorn.Server:
         access_log=False,
         timeout_graceful_shutdown=10,
     )
-    return uvicorn.Server(config)
+
+
+def uvicorn_server(settings: Settings) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn_config(settings))

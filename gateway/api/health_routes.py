@@ -19,6 +19,8 @@ async def health() -> dict[str, str]:
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
     pool = services(request).pool
-    engines = [{"url": b.url, "healthy": b.healthy, "models": sorted(b.models)} for b in pool.backends]
+    engines = [
+        {"url": b.url, "healthy": b.healthy, "models": sorted(b.models)} for b in pool.backends
+    ]
     status = 200 if pool.ready() else 503
     return JSONResponse({"ready": status == 200, "engines": engines}, status_code=status)

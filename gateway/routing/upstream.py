@@ -49,7 +49,9 @@ class UpstreamStream:
             except StopAsyncIteration:
                 break
             except TimeoutError as exc:
-                raise StreamInterrupted(f"engine sent nothing for {self.idle_timeout_s:g} s") from exc
+                raise StreamInterrupted(
+                    f"engine sent nothing for {self.idle_timeout_s:g} s"
+                ) from exc
             except httpx.HTTPError as exc:
                 raise StreamInterrupted(f"engine stream failed: {exc}") from exc
             if line.startswith("data:"):

@@ -20,9 +20,12 @@ def _events(text: str) -> list[str]:
 
 def test_dead_engine_fails_over_to_a_live_one() -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    with running_stub() as stub, running_gateway(
-        backends=[BackendConfig(url=dead, models=[MODEL]), BackendConfig(url=stub.url)]
-    ) as gw:
+    with (
+        running_stub() as stub,
+        running_gateway(
+            backends=[BackendConfig(url=dead, models=[MODEL]), BackendConfig(url=stub.url)]
+        ) as gw,
+    ):
         for _ in range(4):
             r = httpx.post(f"{gw}/v1/chat/completions", json=CHAT)
             assert r.status_code == 200
@@ -41,18 +44,23 @@ def test_only_dead_engines_give_503_in_openai_shape() -> None:
 
 
 def test_engine_503_is_retried_on_the_next_engine() -> None:
-    with running_stub("fail") as failing, running_stub() as good, running_gateway(
-        backends=[BackendConfig(url=failing.url), BackendConfig(url=good.url)]
-    ) as gw:
+    with (
+        running_stub("fail") as failing,
+        running_stub() as good,
+        running_gateway(
+            backends=[BackendConfig(url=failing.url), BackendConfig(url=good.url)]
+        ) as gw,
+    ):
         r = httpx.post(f"{gw}/v1/chat/completions", json=CHAT)
         assert r.status_code == 200
         assert good.calls == 1
 
 
 def test_engine_client_error_is_passed_on_in_openai_shape() -> None:
-    with running_stub("reject") as stub, running_gateway(
-        backends=[BackendConfig(url=stub.url)]
-    ) as gw:
+    with (
+        running_stub("reject") as stub,
+        running_gateway(backends=[BackendConfig(url=stub.url)]) as gw,
+    ):
         r = httpx.post(f"{gw}/v1/chat/completions", json=CHAT)
         assert r.status_code == 400
         error = r.json()["error"]
@@ -62,9 +70,12 @@ def test_engine_client_error_is_passed_on_in_openai_shape() -> None:
 
 
 def test_stalled_engine_times_out_with_503() -> None:
-    with running_stub("hang") as stub, running_gateway(
-        backends=[BackendConfig(url=stub.url)], timeouts={"first_byte_s": 0.5}
-    ) as gw:
+    with (
+        running_stub("hang") as stub,
+        running_gateway(
+            backends=[BackendConfig(url=stub.url)], timeouts={"first_byte_s": 0.5}
+        ) as gw,
+    ):
         r = httpx.post(f"{gw}/v1/chat/completions", json=CHAT, timeout=10)
         assert r.status_code == 503
         assert r.json()["error"]["code"] == "upstream_timeout"

@@ -1,0 +1,1 @@
+"""The vLLM engine side: model preparation, engine specs, engine processes."""
