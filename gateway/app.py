@@ -9,10 +9,13 @@ import httpx
 from fastapi import FastAPI
 
 from gateway import __version__
-from gateway.api import health_routes, openai_routes
+from gateway.api import admin_routes, health_routes, metrics_routes, openai_routes
 from gateway.api.deps import Services
 from gateway.api.errors import install_error_handlers
+from gateway.auth import Authenticator
+from gateway.cache.service import build_cache
 from gateway.config import Settings
+from gateway.observability import Metrics
 from gateway.routing.backends import BackendPool
 from gateway.routing.upstream import Upstream
 
@@ -23,11 +26,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            client = await stack.enter_async_context(
-                httpx.AsyncClient(
-                    limits=httpx.Limits(max_connections=None, max_keepalive_connections=256)
-                )
-            )
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+            client = await stack.enter_async_context(httpx.AsyncClient(limits=limits))
             pool = await stack.enter_async_context(
                 BackendPool(
                     settings.backends,
@@ -36,13 +36,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     probe_timeout_s=settings.timeouts.probe_s,
                 )
             )
-            app.state.services = Services(
-                settings=settings, pool=pool, upstream=Upstream(pool, client, settings.timeouts)
+            cache = None
+            if settings.cache.enabled:
+                cache = await stack.enter_async_context(build_cache(settings.cache))
+            services = Services(
+                settings=settings,
+                pool=pool,
+                upstream=Upstream(pool, client, settings.timeouts),
+                cache=cache,
+                auth=Authenticator(settings.auth),
+                metrics=Metrics(),
             )
+            stack.push_async_callback(services.drain)
+            app.state.services = services
             yield
 
     app = FastAPI(title="semcache-gateway", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
-    app.include_router(openai_routes.router)
-    app.include_router(health_routes.router)
+    for module in (openai_routes, admin_routes, health_routes, metrics_routes):
+        app.include_router(module.router)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from gateway.config import CONFIG_FILE_ENV, Settings
 
@@ -22,6 +23,23 @@ def _up(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     return run_stack(Settings(**overrides), data_dir=args.data_dir)
+
+
+def _warm(args: argparse.Namespace) -> int:
+    from gateway.warm import warm_file
+
+    if not args.admin_key:
+        raise SystemExit("the admin key is needed: --admin-key or GATEWAY_ADMIN_KEY")
+    stored = warm_file(
+        Path(args.file),
+        url=args.url,
+        admin_key=args.admin_key,
+        model=args.model,
+        tenant=args.tenant,
+        namespace=args.namespace,
+    )
+    print(f"stored {stored} entries")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +65,23 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (serve, up):
         command.add_argument("--host", help="listen address (GATEWAY_HOST, default 127.0.0.1)")
         command.add_argument("--port", type=int, help="listen port (GATEWAY_PORT, default 8080)")
+    cache = commands.add_parser("cache", help="manage the semantic cache").add_subparsers(
+        dest="cache_command", required=True, metavar="CACHE_COMMAND"
+    )
+    warm = cache.add_parser(
+        "warm",
+        help='store known answers from a JSONL file ({"messages": [...], "answer": ...} '
+        "per line) through a running gateway's admin API",
+    )
+    warm.add_argument("file", help="JSONL file")
+    warm.add_argument("--model", required=True, help="model the answers are for")
+    warm.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's base URL")
+    warm.add_argument(
+        "--admin-key", default=os.environ.get("GATEWAY_ADMIN_KEY"), help="(GATEWAY_ADMIN_KEY)"
+    )
+    warm.add_argument("--tenant", default="default", help="tenant the answers belong to")
+    warm.add_argument("--namespace", default="default", help="cache namespace")
+    warm.set_defaults(run=_warm)
     serve.set_defaults(run=_serve)
     up.set_defaults(run=_up)
     return parser

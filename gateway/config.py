@@ -18,6 +18,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from gateway.auth import AuthConfig
+from gateway.cache.config import CacheConfig
+
 CONFIG_FILE_ENV = "GATEWAY_CONFIG_FILE"
 
 
@@ -48,6 +51,7 @@ class TimeoutConfig(BaseModel):
 
 class LimitConfig(BaseModel):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_warm_bytes: int = Field(default=64 * 1_048_576, ge=1024, description="Admin warm-up.")
 
 
 class Settings(BaseSettings):
@@ -61,7 +65,13 @@ class Settings(BaseSettings):
     probe_interval_s: float = Field(default=5.0, gt=0, description="Engine health probe period.")
     timeouts: TimeoutConfig = Field(default_factory=TimeoutConfig)
     limits: LimitConfig = Field(default_factory=LimitConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    price_per_1k_tokens: float = Field(
+        default=0.0, ge=0, description="For the cost-saved estimate of cache hits."
+    )
     log_level: str = "info"
+    log_json: bool = Field(default=True, description="One JSON object per log line.")
 
     @classmethod
     def settings_customise_sources(

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 
+from gateway.auth import Authenticator
+from gateway.cache.service import SemanticCache
 from gateway.config import Settings
+from gateway.observability import Metrics
 from gateway.routing.backends import BackendPool
 from gateway.routing.upstream import Upstream
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -16,6 +25,26 @@ class Services:
     settings: Settings
     pool: BackendPool
     upstream: Upstream
+    cache: SemanticCache | None
+    auth: Authenticator
+    metrics: Metrics
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Runs ``work`` after the response, off its path; errors are logged, never raised."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background work failed", exc_info=task.exception())
+
+    async def drain(self) -> None:
+        """Waits for background work (cache inserts) at shutdown."""
+        if self._background:
+            await asyncio.wait(self._background, timeout=5)
 
 
 def services(request: Request) -> Services:

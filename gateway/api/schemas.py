@@ -44,7 +44,7 @@ class CompletionRequest(_Body):
     prompt: str | list[str] | list[int] | list[list[int]]
 
 
-BodyT = TypeVar("BodyT", bound=_Body)
+BodyT = TypeVar("BodyT", bound=BaseModel)
 
 
 async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
@@ -68,7 +68,7 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
     return body
 
 
-def validate(model: type[BodyT], body: dict[str, Any]) -> BodyT:
+def validate_model(model: type[BodyT], body: dict[str, Any]) -> BodyT:
     try:
         return model.model_validate(body)
     except ValidationError as exc:

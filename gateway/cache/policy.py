@@ -246,9 +246,7 @@ def _canonical(value: Any) -> Any:
 
 
 def _canonical_json(value: Any) -> str:
-    return json.dumps(
-        _canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+    return json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _digest(text: str) -> str:

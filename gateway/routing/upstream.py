@@ -1,8 +1,10 @@
 """Sending one request to an engine: failover before the first byte, streaming relay after it.
 
 Only failures that happen before the engine answered (connect errors, 502/503/504, a timeout
-waiting for headers) are retried on the next candidate: nothing has reached the client yet. Once
-a stream has started, a failure ends it; it is never replayed elsewhere.
+waiting for headers; for non-streaming requests also a body that broke off, since nothing has
+reached the client) are retried, on another routable engine, with exponential backoff, jitter
+and an overall deadline (tenacity). Once a stream has started, a failure ends it; it is never
+replayed elsewhere. Every outcome feeds the engine's circuit breaker.
 """
 
 from __future__ import annotations
@@ -10,15 +12,28 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+    wait_random,
+)
 
 from gateway.config import TimeoutConfig
-from gateway.errors import NoBackendAvailable, UpstreamError, UpstreamTimeout
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.routing.affinity import affinity_key
 from gateway.routing.backends import Backend, BackendPool
+from gateway.routing.balancer import Balancer, RouteDecision
+from gateway.routing.config import RoutingConfig
+from gateway.routing.errors import EnginesSaturated, EnginesUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +44,26 @@ class StreamInterrupted(Exception):
     """The engine's stream broke off after bytes were relayed (closed, stalled or malformed)."""
 
 
+class _BeforeFirstByte(Exception):
+    """A failure before anything reached the client: another engine may take the request."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 @dataclass
 class UpstreamStream:
     """An engine's SSE stream, opened with status 200. Iterate ``events()``, then ``aclose()``."""
 
-    backend: Backend
+    route: RouteDecision
     response: httpx.Response
     idle_timeout_s: float
-    _closed: bool = False
+    _closed: bool = field(default=False, init=False)
+
+    @property
+    def backend(self) -> Backend:
+        return self.route.backend
 
     async def events(self) -> AsyncIterator[bytes]:
         """Yields each event's data payload (the text after ``data: ``), ``[DONE]`` included."""
@@ -49,10 +76,11 @@ class UpstreamStream:
             except StopAsyncIteration:
                 break
             except TimeoutError as exc:
-                raise StreamInterrupted(
-                    f"engine sent nothing for {self.idle_timeout_s:g} s"
-                ) from exc
+                reason = f"engine sent nothing for {self.idle_timeout_s:g} s"
+                self.backend.breaker.record_failure(reason)
+                raise StreamInterrupted(reason) from exc
             except httpx.HTTPError as exc:
+                self.backend.breaker.record_failure(f"stream broke: {exc!r}")
                 raise StreamInterrupted(f"engine stream failed: {exc}") from exc
             if line.startswith("data:"):
                 data.append(line[5:].lstrip(" "))
@@ -69,69 +97,208 @@ class UpstreamStream:
             await self.response.aclose()
 
 
+@dataclass(frozen=True)
+class UpstreamResponse:
+    """A non-streaming answer and where it came from."""
+
+    body: Any
+    route: RouteDecision
+
+
 class Upstream:
     """Sends OpenAI requests to the pool's engines."""
 
-    def __init__(self, pool: BackendPool, client: httpx.AsyncClient, timeouts: TimeoutConfig):
+    def __init__(
+        self,
+        pool: BackendPool,
+        client: httpx.AsyncClient,
+        timeouts: TimeoutConfig,
+        routing: RoutingConfig | None = None,
+    ) -> None:
         self._pool = pool
         self._client = client
         self._timeouts = timeouts
+        self._cfg = routing or RoutingConfig()
+        self.balancer = Balancer(pool, self._cfg.balancer)
 
-    async def complete(self, path: str, body: dict[str, Any], model: str) -> dict[str, Any]:
+    async def complete(
+        self,
+        path: str,
+        body: dict[str, Any],
+        model: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
         """A non-streaming request; returns the engine's JSON body."""
-        response, backend = await self._send(path, body, model, stream=False)
-        try:
-            return _json(response)
-        finally:
-            backend.in_flight -= 1
+        answer: dict[str, Any] = (await self.send(path, body, model, headers=headers)).body
+        return answer
 
-    async def stream(self, path: str, body: dict[str, Any], model: str) -> UpstreamStream:
+    async def send(
+        self,
+        path: str,
+        body: dict[str, Any],
+        model: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> UpstreamResponse:
+        """A non-streaming request; returns the engine's JSON body and the routing decision."""
+        response, route = await self._open(path, body, model, headers, stream=False)
+        return UpstreamResponse(_json(response), route)
+
+    async def stream(
+        self,
+        path: str,
+        body: dict[str, Any],
+        model: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> UpstreamStream:
         """Opens a streaming request; the caller must ``aclose()`` the result."""
-        response, backend = await self._send(path, body, model, stream=True)
-        return UpstreamStream(backend, response, self._timeouts.idle_stream_s)
+        response, route = await self._open(path, body, model, headers, stream=True)
+        return UpstreamStream(route, response, self._timeouts.idle_stream_s)
 
-    async def _send(
-        self, path: str, body: dict[str, Any], model: str, *, stream: bool
-    ) -> tuple[httpx.Response, Backend]:
-        candidates = self._pool.candidates(model)
-        if not candidates:
-            raise NoBackendAvailable(f"No engine serving '{model}' is reachable right now.")
-        last: Exception | None = None
-        for backend in candidates:
-            request = self._client.build_request(
-                "POST", f"{backend.url}{path}", json=body, timeout=self._timeout()
+    # -- failover --------------------------------------------------------------------------
+
+    async def _open(
+        self,
+        path: str,
+        body: dict[str, Any],
+        model: str,
+        headers: Mapping[str, str] | None,
+        *,
+        stream: bool,
+    ) -> tuple[httpx.Response, RouteDecision]:
+        retry = self._cfg.retry
+        key = affinity_key(model, body, self._cfg.balancer)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + retry.deadline_s
+        tried: list[Backend] = []
+        failures: list[Exception] = []
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_BeforeFirstByte),
+            stop=stop_after_attempt(retry.max_attempts) | stop_after_delay(retry.deadline_s),
+            wait=wait_exponential(multiplier=retry.backoff_initial_s, max=retry.backoff_max_s)
+            + wait_random(0, retry.jitter_s),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    number = attempt.retry_state.attempt_number
+                    route = self.balancer.choose(model, key, exclude=tried, retry=number > 1)
+                    if route is None:
+                        raise self._nowhere(model, tried, failures)
+                    route = RouteDecision(route.backend, route.reason, key, number)
+                    tried.append(route.backend)
+                    budget = min(self._timeouts.first_byte_s, deadline - loop.time())
+                    if budget <= 0:
+                        raise UpstreamTimeout("The engines did not answer in time.")
+                    try:
+                        response = await self._attempt(path, body, route, headers, budget, stream)
+                    except _BeforeFirstByte as exc:
+                        failures.append(exc.cause)
+                        raise
+                    return response, route
+        except _BeforeFirstByte as exc:
+            raise _final_error(exc.cause, model) from exc.cause
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _nowhere(self, model: str, tried: list[Backend], failures: list[Exception]) -> Exception:
+        """Why no engine can take the request now (no attempt left to make)."""
+        routable = [b for b in self._pool.candidates(model) if b not in tried]
+        if routable:  # routable engines exist but each is at its max_in_flight
+            return EnginesSaturated(
+                f"Every engine serving '{model}' is at capacity.", retry_after_s=1.0
             )
-            backend.in_flight += 1
-            try:
-                async with asyncio.timeout(self._timeouts.first_byte_s):
-                    response = await self._client.send(request, stream=True)
-            except (httpx.TransportError, TimeoutError) as exc:
-                backend.in_flight -= 1
-                if isinstance(exc, httpx.ConnectError):
-                    backend.healthy = False  # the probe loop brings it back
-                backend.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("engine %s failed before answering: %r", backend.url, exc)
-                last = exc
-                continue
-            if response.status_code == 200:
-                if not stream:
-                    await response.aread()
-                    await response.aclose()
-                return response, backend
-            await response.aread()
-            await response.aclose()
-            backend.in_flight -= 1
-            if response.status_code in RETRYABLE_STATUS:
-                last = UpstreamError(response.status_code, _json(response))
-                continue
-            raise UpstreamError(response.status_code, _json(response))
-        if isinstance(last, TimeoutError | httpx.TimeoutException):
-            raise UpstreamTimeout("The engines did not answer in time.")
-        raise NoBackendAvailable(f"No engine serving '{model}' could take the request: {last}")
+        if failures:  # every engine was tried: the client hears about the last failure
+            return _final_error(failures[-1], model)
+        waits = [b.breaker.retry_in() for b in self._pool.serving(model) if b.healthy]
+        return EnginesUnavailable(
+            f"No engine serving '{model}' is reachable right now.",
+            retry_after_s=min((w for w in waits if w > 0), default=None),
+        )
 
-    def _timeout(self) -> httpx.Timeout:
+    async def _attempt(
+        self,
+        path: str,
+        body: dict[str, Any],
+        route: RouteDecision,
+        headers: Mapping[str, str] | None,
+        first_byte_s: float,
+        stream: bool,
+    ) -> httpx.Response:
+        backend = route.backend
+        if not backend.breaker.allow():  # cannot happen between choose() and here, but be safe
+            raise _BeforeFirstByte(RuntimeError(f"circuit of {backend.url} is open"))
+        hint = f"reason={route.reason}; attempt={route.attempt}"
+        if route.key:
+            hint += f"; key={route.key[:16]}"
+        request = self._client.build_request(
+            "POST",
+            f"{backend.url}{path}",
+            json=body,
+            headers={**(headers or {}), self._cfg.balancer.hint_header: hint},
+            timeout=self._timeout(first_byte_s),
+        )
+        backend.in_flight += 1
+        response: httpx.Response | None = None
+        try:
+            async with asyncio.timeout(first_byte_s):
+                response = await self._client.send(request, stream=True)
+                if not stream or response.status_code != 200:
+                    await response.aread()  # non-streaming: the whole answer, before the client
+        except (httpx.TransportError, TimeoutError) as exc:
+            if response is not None:
+                await response.aclose()
+            backend.in_flight -= 1
+            reason = f"{type(exc).__name__}: {exc}"
+            backend.breaker.record_failure(reason)
+            backend.last_error = reason
+            if isinstance(exc, httpx.ConnectError):
+                self._pool.mark_unreachable(backend, reason)
+            log.warning("engine %s failed before answering: %r", backend.url, exc)
+            raise _BeforeFirstByte(exc) from exc
+        except BaseException:  # cancelled (client gone) or a bug: no verdict on the engine
+            backend.in_flight -= 1
+            backend.breaker.release()
+            if response is not None:
+                await asyncio.shield(response.aclose())
+            raise
+        if response.status_code == 200:
+            backend.breaker.record_success()
+            if not stream:
+                backend.in_flight -= 1
+                await response.aclose()
+            return response
+        backend.in_flight -= 1
+        await response.aclose()
+        error = UpstreamError(response.status_code, _json(response))
+        if response.status_code >= 500:
+            backend.breaker.record_failure(f"status {response.status_code}")
+        else:  # the engine is fine; the request was not
+            backend.breaker.record_success()
+        if response.status_code in RETRYABLE_STATUS:
+            raise _BeforeFirstByte(error)
+        raise error
+
+    def _timeout(self, first_byte_s: float) -> httpx.Timeout:
         t = self._timeouts
-        return httpx.Timeout(connect=t.connect_s, read=t.first_byte_s, write=t.connect_s, pool=None)
+        return httpx.Timeout(connect=t.connect_s, read=first_byte_s, write=t.connect_s, pool=None)
+
+
+def _final_error(cause: Exception, model: str) -> GatewayError:
+    if isinstance(cause, GatewayError):
+        return cause
+    if isinstance(cause, TimeoutError | httpx.TimeoutException):
+        return UpstreamTimeout("The engines did not answer in time.")
+    return EnginesUnavailable(f"No engine serving '{model}' could take the request: {cause}")
+
+
+def _log_retry(state: RetryCallState) -> None:
+    outcome = state.outcome
+    cause = outcome.exception() if outcome is not None else None
+    log.info("retrying on another engine (attempt %d failed: %s)", state.attempt_number, cause)
 
 
 def _json(response: httpx.Response) -> Any:

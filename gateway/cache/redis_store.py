@@ -1,0 +1,325 @@
+"""The Redis 8 store: one vector set per scope, payloads in hashes with a TTL.
+
+Keys (``P`` is the configured prefix, ``S`` a scope id ``"<namespace>:<digest>"``):
+
+- ``P:v:S``  vector set (VADD/VSIM, HNSW, Q8) of the scope's entry ids.
+- ``P:z:S``  sorted set entry id -> expires_at: drives the sweep and the per-scope bound.
+- ``P:e:ID`` hash ``e`` (entry JSON) and ``v`` (the float32 vector), expiring with the entry.
+- ``P:x:K``  exact key -> entry id, expiring with the entry.
+- ``P:scopes`` and ``P:ns:NAMESPACE`` sets of scope ids (for the sweep and namespace deletes).
+
+Vector sets have no per-element TTL, so expiry is enforced three ways: the payload hash expires
+(an element without payload is never served and is removed when a search meets it), the sweep
+removes elements whose time has passed, and ``P:v:S``/``P:z:S`` themselves expire with their
+longest-lived entry, so every key but the two index sets has a TTL and a ``volatile-*``
+maxmemory policy can evict any of them safely.
+
+VSIM scores are ``(1 + cosine) / 2`` and computed on Q8-quantized vectors. The conversion lives
+in ``cosine_to_score``; a search asks VSIM for candidates down to the requested similarity
+minus a margin, then recomputes every candidate's exact cosine from the stored float32 vector.
+Multi-key transactions assume a single Redis (not a cluster).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, cast
+
+import numpy as np
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.typing import EncodableT, FieldT
+
+from gateway.cache.entry import Neighbour, StoredEntry, scope_namespace
+
+Q8_MARGIN = 0.03  # cosine slack for Q8 quantization when pre-filtering candidates in Redis
+_CHUNK = 500
+
+# Remove an exact-key pointer only if it still points at the given entry.
+_DEL_IF_EQUAL = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# Pop the entries over the bound, closest to expiry first, atomically (no double eviction).
+_TRIM = """
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
+if over > 0 then return redis.call('ZPOPMIN', KEYS[1], over) end
+return {}
+"""
+# Forget a scope in the indexes once its sorted set is gone (atomic with respect to add()).
+_FORGET_IF_EMPTY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[1])
+  redis.call('SREM', KEYS[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+def cosine_to_score(cosine: float) -> float:
+    """VSIM's similarity score for a cosine similarity (the one place this is converted)."""
+    return (1.0 + cosine) / 2.0
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _parse_vsim(response: Any) -> list[str]:
+    """Element ids of a VSIM WITHSCORES reply (RESP2 flat list, RESP3/callback dict, or [])."""
+    if not response:
+        return []
+    if isinstance(response, dict):
+        return [_text(element) for element in response]
+    return [_text(element) for element in response[::2]]
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+class RedisStore:
+    """CacheStore over Redis 8 vector sets."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "semcache",
+        max_entries_per_scope: int = 10_000,
+        connect_timeout_s: float = 0.5,
+        socket_timeout_s: float = 0.25,
+        max_connections: int = 64,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=connect_timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+            socket_timeout=socket_timeout_s,
+            retry=Retry(NoBackoff(), 1),  # one quick retry: a pooled socket may predate a restart
+        )
+        self._r = redis.Redis.from_pool(pool)
+        self._p = prefix
+        self._max_per_scope = max_entries_per_scope
+        self._clock = clock
+        self._del_if_equal = self._r.register_script(_DEL_IF_EQUAL)
+        self._trim = self._r.register_script(_TRIM)
+        self._forget_if_empty = self._r.register_script(_FORGET_IF_EMPTY)
+
+    # -- key names -------------------------------------------------------------------------
+    def _v(self, scope: str) -> str:
+        return f"{self._p}:v:{scope}"
+
+    def _z(self, scope: str) -> str:
+        return f"{self._p}:z:{scope}"
+
+    def _e(self, entry_id: str) -> str:
+        return f"{self._p}:e:{entry_id}"
+
+    def _x(self, exact_key: str) -> str:
+        return f"{self._p}:x:{exact_key}"
+
+    def _ns(self, namespace: str) -> str:
+        return f"{self._p}:ns:{namespace}"
+
+    @property
+    def _scopes(self) -> str:
+        return f"{self._p}:scopes"
+
+    # -- protocol --------------------------------------------------------------------------
+    async def add(self, entry: StoredEntry, vector: np.ndarray | None) -> None:
+        scope, entry_id = entry.scope, entry.entry_id
+        expires_ms = int(entry.expires_at * 1000)
+        payload: dict[FieldT, EncodableT] = {"e": entry.to_json()}
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.set(self._x(entry.exact_key), entry_id, pxat=expires_ms, get=True)
+            if vector is not None:
+                payload["v"] = _blob(vector)
+                pipe.execute_command("VADD", self._v(scope), "FP32", payload["v"], entry_id, "Q8")
+                pipe.pexpireat(self._v(scope), expires_ms, nx=True)
+                pipe.pexpireat(self._v(scope), expires_ms, gt=True)
+            pipe.hset(self._e(entry_id), mapping=payload)
+            pipe.pexpireat(self._e(entry_id), expires_ms)
+            pipe.zadd(self._z(scope), {entry_id: entry.expires_at})
+            pipe.pexpireat(self._z(scope), expires_ms, nx=True)
+            pipe.pexpireat(self._z(scope), expires_ms, gt=True)
+            pipe.sadd(self._scopes, scope)
+            pipe.sadd(self._ns(entry.namespace), scope)
+            results = await pipe.execute()
+        previous = results[0]
+        if previous is not None and _text(previous) != entry_id:
+            await self._unlink_entries(scope, [_text(previous)])
+        popped = await self._trim(keys=[self._z(scope)], args=[self._max_per_scope])
+        if popped:
+            await self._unlink_entries(scope, [_text(member) for member in popped[::2]])
+
+    async def get_exact(self, scope: str, exact_key: str) -> StoredEntry | None:
+        entry_id = await self._r.get(self._x(exact_key))
+        if entry_id is None:
+            return None
+        raw = await self._r.hget(self._e(_text(entry_id)), "e")
+        if raw is None:
+            return None
+        entry = StoredEntry.from_json(raw)
+        if entry.scope != scope or not entry.is_live(self._clock()):
+            return None
+        return entry
+
+    async def search(
+        self, scope: str, vector: np.ndarray, k: int, min_similarity: float = -1.0
+    ) -> list[Neighbour]:
+        query = np.asarray(vector, dtype=np.float32)
+        args: list[Any] = ["VSIM", self._v(scope), "FP32", _blob(query), "WITHSCORES", "COUNT", k]
+        floor = min_similarity - Q8_MARGIN
+        if floor > -1.0:
+            args += ["EPSILON", 1.0 - cosine_to_score(floor)]
+        candidates = _parse_vsim(await self._r.execute_command(*args))
+        if not candidates:
+            return []
+        async with self._r.pipeline(transaction=False) as pipe:
+            for entry_id in candidates:
+                pipe.hmget(self._e(entry_id), ["e", "v"])
+            payloads = await pipe.execute()
+        now, found, stale = self._clock(), [], []
+        for entry_id, (raw, blob) in zip(candidates, payloads, strict=True):
+            if raw is None:
+                stale.append(entry_id)
+                continue
+            entry = StoredEntry.from_json(raw)
+            if not entry.is_live(now) or blob is None:
+                continue
+            similarity = float(np.frombuffer(blob, dtype="<f4") @ query)
+            if similarity >= min_similarity:
+                found.append(Neighbour(entry, similarity))
+        if stale:  # payload expired: the vector is dead weight, drop it now
+            async with self._r.pipeline(transaction=False) as pipe:
+                for entry_id in stale:
+                    pipe.execute_command("VREM", self._v(scope), entry_id)
+                    pipe.zrem(self._z(scope), entry_id)
+                await pipe.execute()
+        found.sort(key=lambda neighbour: neighbour.similarity, reverse=True)
+        return found
+
+    async def get(self, entry_id: str) -> StoredEntry | None:
+        raw = await self._r.hget(self._e(entry_id), "e")
+        if raw is None:
+            return None
+        entry = StoredEntry.from_json(raw)
+        return entry if entry.is_live(self._clock()) else None
+
+    async def delete(self, entry_id: str) -> bool:
+        raw = await self._r.hget(self._e(entry_id), "e")
+        if raw is None:
+            return False
+        entry = StoredEntry.from_json(raw)
+        await self._unlink_entries(entry.scope, [entry_id])
+        await self._del_if_equal(keys=[self._x(entry.exact_key)], args=[entry_id])
+        return True
+
+    async def delete_namespace(self, namespace: str) -> int:
+        removed = 0
+        members: set[bytes | str] = await self._r.smembers(self._ns(namespace))
+        scopes = [_text(member) for member in members]
+        for scope in scopes:
+            ids = [_text(i) for i in cast(list[bytes], await self._r.zrange(self._z(scope), 0, -1))]
+            for chunk in _chunks(ids):
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for entry_id in chunk:
+                        pipe.hget(self._e(entry_id), "e")
+                    raws = await pipe.execute()
+                exact = [self._x(StoredEntry.from_json(raw).exact_key) for raw in raws if raw]
+                await self._r.unlink(*exact, *(self._e(i) for i in chunk))
+            await self._r.unlink(self._v(scope), self._z(scope))
+            await self._r.srem(self._scopes, scope)
+            removed += len(ids)
+        await self._r.unlink(self._ns(namespace))
+        return removed
+
+    async def flush(self) -> int:
+        removed, batch = 0, []
+        async for key in self._r.scan_iter(match=f"{self._p}:*", count=1000):
+            if _text(key).startswith(f"{self._p}:e:"):
+                removed += 1
+            batch.append(key)
+            if len(batch) >= _CHUNK:
+                await self._r.unlink(*batch)
+                batch = []
+        if batch:
+            await self._r.unlink(*batch)
+        return removed
+
+    async def count(self) -> int:
+        total, now = 0, self._clock()
+        async for chunk in self._scope_chunks():
+            async with self._r.pipeline(transaction=False) as pipe:
+                for scope in chunk:
+                    pipe.zcount(self._z(scope), f"({now}", "+inf")
+                total += sum(await pipe.execute())
+        return total
+
+    async def scope_size(self, scope: str) -> int:
+        return int(await self._r.execute_command("VCARD", self._v(scope)) or 0)
+
+    async def sweep(self) -> int:
+        removed, now = 0, self._clock()
+        async for chunk in self._scope_chunks():
+            async with self._r.pipeline(transaction=False) as pipe:
+                for scope in chunk:
+                    pipe.zrangebyscore(self._z(scope), "-inf", now)
+                expired = await pipe.execute()
+            for scope, ids in zip(chunk, expired, strict=True):
+                if ids:
+                    removed += await self._unlink_entries(scope, [_text(i) for i in ids])
+                await self._forget_if_empty(
+                    keys=[self._z(scope), self._scopes, self._ns(scope_namespace(scope))],
+                    args=[scope],
+                )
+        return removed
+
+    async def ping(self) -> None:
+        await self._r.ping()
+
+    async def close(self) -> None:
+        await self._r.aclose()
+
+    # -- helpers ---------------------------------------------------------------------------
+    async def _unlink_entries(self, scope: str, entry_ids: list[str]) -> int:
+        """Remove entries from the scope's sets and drop their payloads; returns how many
+        were still in the scope's sorted set (so concurrent sweeps do not double count)."""
+        removed = 0
+        for chunk in _chunks(entry_ids):
+            async with self._r.pipeline(transaction=False) as pipe:
+                for entry_id in chunk:
+                    pipe.zrem(self._z(scope), entry_id)
+                    pipe.execute_command("VREM", self._v(scope), entry_id)
+                pipe.unlink(*(self._e(i) for i in chunk))
+                results = await pipe.execute()
+            removed += sum(int(r) for r in results[0:-1:2])
+        return removed
+
+    async def _scope_chunks(self) -> AsyncIterator[list[str]]:
+        chunk: list[str] = []
+        seen: set[str] = set()  # SSCAN may return an element twice
+        async for raw in self._r.sscan_iter(self._scopes, count=_CHUNK):
+            scope = _text(raw)
+            if scope in seen:
+                continue
+            seen.add(scope)
+            chunk.append(scope)
+            if len(chunk) >= _CHUNK:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+
+def _chunks(items: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]

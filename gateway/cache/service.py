@@ -1,0 +1,413 @@
+"""SemanticCache: the exact and semantic tiers over a store and an embedder.
+
+The request path calls ``lookup`` and, after a complete answer went out, ``insert``. Neither
+ever raises: store trouble (down, slow, out of memory) makes a lookup a ``bypass`` and an insert
+a no-op, both counted; after an error the store is left alone for ``store_retry_after_s`` so a
+dead Redis costs requests nothing, and then used again. Admin operations (warm, delete, flush)
+raise CacheUnavailable instead, so the admin API can say 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+from gateway.cache.config import CacheConfig
+from gateway.cache.control import NAMESPACE_RE, CacheControl
+from gateway.cache.embedder import Embedder
+from gateway.cache.entry import CachedAnswer, LookupResult, LookupStatus, StoredEntry
+from gateway.cache.memory_store import MemoryStore
+from gateway.cache.policy import CacheQuery, Kind, cache_query
+from gateway.cache.redis_store import RedisStore
+from gateway.cache.store import CacheStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_WARM_CHUNK = 256
+
+
+class CacheUnavailable(RuntimeError):
+    """The store failed during an admin operation."""
+
+
+class _StoreFailed(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class _Counters:
+    hits_exact: int = 0
+    hits_semantic: int = 0
+    misses: int = 0
+    bypasses: int = 0  # lookups that skipped the cache because of store/embedder trouble
+    skipped: int = 0  # lookups the request or config told to skip (no-cache, no-store, off)
+    store_errors: int = 0
+    inserts: int = 0
+    insert_errors: int = 0
+    tokens_saved: int = 0
+    completion_tokens_saved: int = 0
+    swept: int = 0
+
+
+class SemanticCache:
+    """The cache service the gateway talks to. Use ``async with`` or start()/close()."""
+
+    def __init__(
+        self,
+        store: CacheStore,
+        embedder: Embedder,
+        config: CacheConfig,
+        *,
+        owns_embedder: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.config = config
+        self._owns_embedder = owns_embedder
+        self._clock = clock
+        self._counters = _Counters()
+        self._down_until = 0.0  # time.monotonic() before which the store is not tried
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.embedder.start()
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_forever(), name="cache-sweeper")
+
+    async def close(self) -> None:
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+        with contextlib.suppress(Exception):
+            await self.store.close()
+        if self._owns_embedder:
+            await self.embedder.close()
+
+    async def __aenter__(self) -> SemanticCache:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- request path ----------------------------------------------------------------------
+    def query(
+        self, kind: Kind, body: Mapping[str, Any], tenant: str, control: CacheControl
+    ) -> CacheQuery | None:
+        """cache_query with this cache's settings (tool caching on or off)."""
+        return cache_query(kind, body, tenant, control, allow_tools=self.config.cache_tool_requests)
+
+    def threshold_for(self, q: CacheQuery) -> float:
+        return self.config.threshold_for(q.model, q.namespace, q.control.threshold)
+
+    async def lookup(self, q: CacheQuery) -> LookupResult:
+        """Exact tier, then semantic tier. Never raises."""
+        if not self.config.enabled or not q.control.lookup:
+            self._counters.skipped += 1
+            return LookupResult(
+                "bypass", reason="disabled" if not self.config.enabled else "no-cache"
+            )
+        if self._store_resting():
+            self._counters.bypasses += 1
+            return LookupResult("bypass", reason="store-unavailable")
+        threshold = self.threshold_for(q)
+        try:
+            result = await self._lookup(q, threshold)
+        except _StoreFailed:
+            self._counters.bypasses += 1
+            return LookupResult("bypass", threshold=threshold, reason="store-error")
+        except Exception:
+            log.exception("cache lookup failed")
+            self._counters.bypasses += 1
+            return LookupResult("bypass", threshold=threshold, reason="error")
+        if result.status == "hit-exact":
+            self._count_hit(result, exact=True)
+        elif result.status == "hit-semantic":
+            self._count_hit(result, exact=False)
+        else:
+            self._counters.misses += 1
+        return result
+
+    async def insert(self, q: CacheQuery, answer: CachedAnswer) -> str | None:
+        """Store a complete answer (finish_reason "stop", non-empty). Returns the entry id, or
+        None when not stored (not allowed, not complete, or store trouble). Never raises."""
+        if not self.config.enabled or not q.control.store:
+            return None
+        if answer.finish_reason != "stop" or not answer.text:
+            return None
+        if self._store_resting():
+            self._counters.insert_errors += 1
+            return None
+        try:
+            embedding = await self.embedder.embed_query(q.text)
+            entry = self._new_entry(q, answer, q.control.ttl_s)
+            vector = None if embedding.truncated else embedding.vector
+            await self._store_call(self.store.add(entry, vector))
+        except Exception as exc:
+            if not isinstance(exc, _StoreFailed):
+                log.exception("cache insert failed")
+            self._counters.insert_errors += 1
+            return None
+        self._counters.inserts += 1
+        return entry.entry_id
+
+    # -- admin -----------------------------------------------------------------------------
+    async def warm(
+        self,
+        model: str,
+        entries: Iterable[Mapping[str, Any]],
+        tenant: str,
+        namespace: str = "default",
+        *,
+        params: Mapping[str, Any] | None = None,
+        ttl_s: float | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Store known answers. Each entry: ``{"messages": [...], "answer": "..."}`` (chat) or
+        ``{"prompt": "...", "answer": "..."}`` (completion), optionally ``"params"`` (request
+        fields such as temperature, which are part of the scope), ``"ttl"``,
+        ``"prompt_tokens"``, ``"completion_tokens"``. All entries are validated before any is
+        stored (ValueError names the first bad one). Returns how many were stored."""
+        if not NAMESPACE_RE.match(namespace):
+            raise ValueError(f"invalid namespace {namespace!r}")
+        planned = [
+            self._warm_item(i, model, item, tenant, namespace, params, ttl_s)
+            for i, item in enumerate(entries)
+        ]
+        stored = 0
+        for start in range(0, len(planned), _WARM_CHUNK):
+            chunk = planned[start : start + _WARM_CHUNK]
+            embeddings = await self.embedder.embed_many([q.text for q, _, _ in chunk])
+            for (q, answer, ttl), embedding in zip(chunk, embeddings, strict=True):
+                entry = self._new_entry(q, answer, ttl)
+                vector = None if embedding.truncated else embedding.vector
+                await self._admin_call(self.store.add(entry, vector))
+                stored += 1
+            if on_progress is not None:
+                on_progress(len(chunk))
+        self._counters.inserts += stored
+        return stored
+
+    async def get(self, entry_id: str) -> StoredEntry | None:
+        return await self._admin_call(self.store.get(entry_id))
+
+    async def delete(self, entry_id: str) -> bool:
+        return await self._admin_call(self.store.delete(entry_id))
+
+    async def delete_namespace(self, namespace: str) -> int:
+        return await self._admin_call(self.store.delete_namespace(namespace))
+
+    async def flush(self) -> int:
+        return await self._admin_call(self.store.flush())
+
+    async def sweep(self) -> int:
+        removed = await self._admin_call(self.store.sweep())
+        self._counters.swept += removed
+        return removed
+
+    async def stats(self) -> dict[str, Any]:
+        c = self._counters
+        hits = c.hits_exact + c.hits_semantic
+        entries: int | None
+        try:
+            entries = await self._store_call(self.store.count())
+        except _StoreFailed:
+            entries = None
+        return {
+            "store": self.store.name,
+            "store_available": not self._store_resting(),
+            "entries": entries,
+            "hits": hits,
+            "hits_exact": c.hits_exact,
+            "hits_semantic": c.hits_semantic,
+            "misses": c.misses,
+            "bypasses": c.bypasses,
+            "skipped": c.skipped,
+            "hit_ratio": hits / (hits + c.misses) if hits + c.misses else 0.0,
+            "tokens_saved": c.tokens_saved,
+            "completion_tokens_saved": c.completion_tokens_saved,
+            "inserts": c.inserts,
+            "insert_errors": c.insert_errors,
+            "store_errors": c.store_errors,
+            "swept": c.swept,
+            "embedder": self.embedder.stats.as_dict(),
+        }
+
+    # -- internals -------------------------------------------------------------------------
+    async def _lookup(self, q: CacheQuery, threshold: float) -> LookupResult:
+        max_age = q.control.max_age_s
+        entry = await self._store_call(self.store.get_exact(q.scope, q.exact_key))
+        now = self._clock()
+        if entry is not None and self._fresh(entry, now, max_age):
+            return self._result("hit-exact", entry, 1.0, now, threshold)
+        embedding = await self.embedder.embed_query(q.text)
+        if embedding.truncated:  # the vector only saw a prefix: comparing it could mislead
+            return LookupResult("miss", threshold=threshold)
+        neighbours = await self._store_call(
+            self.store.search(q.scope, embedding.vector, self.config.search_k, threshold)
+        )
+        now = self._clock()
+        for neighbour in neighbours:  # best first
+            if neighbour.similarity >= threshold and self._fresh(neighbour.entry, now, max_age):
+                return self._result(
+                    "hit-semantic", neighbour.entry, neighbour.similarity, now, threshold
+                )
+        return LookupResult("miss", threshold=threshold)
+
+    @staticmethod
+    def _fresh(entry: StoredEntry, now: float, max_age: float | None) -> bool:
+        return entry.is_live(now) and (max_age is None or now - entry.created_at <= max_age)
+
+    @staticmethod
+    def _result(
+        status: LookupStatus, entry: StoredEntry, similarity: float, now: float, threshold: float
+    ) -> LookupResult:
+        return LookupResult(
+            status,
+            answer=entry.answer,
+            entry_id=entry.entry_id,
+            similarity=min(similarity, 1.0),
+            age_s=max(0.0, now - entry.created_at),
+            threshold=threshold,
+        )
+
+    def _count_hit(self, result: LookupResult, *, exact: bool) -> None:
+        if exact:
+            self._counters.hits_exact += 1
+        else:
+            self._counters.hits_semantic += 1
+        if result.answer is not None:
+            saved = result.answer.prompt_tokens + result.answer.completion_tokens
+            self._counters.tokens_saved += saved
+            self._counters.completion_tokens_saved += result.answer.completion_tokens
+
+    def _new_entry(self, q: CacheQuery, answer: CachedAnswer, ttl_s: float | None) -> StoredEntry:
+        ttl = min(ttl_s if ttl_s is not None else self.config.default_ttl_s, self.config.max_ttl_s)
+        now = self._clock()
+        return StoredEntry(
+            entry_id=uuid.uuid4().hex,
+            scope=q.scope,
+            exact_key=q.exact_key,
+            text=q.text,
+            answer=answer,
+            created_at=now,
+            expires_at=now + ttl,
+        )
+
+    def _warm_item(
+        self,
+        index: int,
+        model: str,
+        item: Mapping[str, Any],
+        tenant: str,
+        namespace: str,
+        params: Mapping[str, Any] | None,
+        ttl_s: float | None,
+    ) -> tuple[CacheQuery, CachedAnswer, float | None]:
+        if not isinstance(item, Mapping):
+            raise ValueError(f"entry {index}: must be an object")
+        answer, extra = item.get("answer"), item.get("params") or {}
+        if not isinstance(answer, str) or not answer:
+            raise ValueError(f"entry {index}: answer must be a non-empty string")
+        if not isinstance(extra, Mapping):
+            raise ValueError(f"entry {index}: params must be an object")
+        ttl = item.get("ttl", ttl_s)
+        if ttl is not None and (
+            isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0
+        ):
+            raise ValueError(f"entry {index}: ttl must be a positive number of seconds")
+        kind: Kind = "completion" if "prompt" in item else "chat"
+        body = {**(params or {}), **extra, "model": model}
+        body["prompt" if kind == "completion" else "messages"] = item.get(
+            "prompt" if kind == "completion" else "messages"
+        )
+        q = self.query(kind, body, tenant, CacheControl(namespace=namespace))
+        if q is None:
+            raise ValueError(
+                f"entry {index}: not cacheable (needs messages ending with a user text message, "
+                "or a prompt string)"
+            )
+        tokens = {key: item.get(key, 0) for key in ("prompt_tokens", "completion_tokens")}
+        if not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in tokens.values()
+        ):
+            raise ValueError(f"entry {index}: token counts must be non-negative integers")
+        cached = CachedAnswer(
+            text=answer,
+            finish_reason="stop",
+            model=model,
+            prompt_tokens=tokens["prompt_tokens"],
+            completion_tokens=tokens["completion_tokens"],
+            created=self._clock(),
+        )
+        return q, cached, None if ttl is None else float(ttl)
+
+    def _store_resting(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    async def _store_call(self, call: Awaitable[T]) -> T:
+        """Run one store operation within the time budget; any failure -> _StoreFailed."""
+        try:
+            async with asyncio.timeout(self.config.store_timeout_s):
+                return await call
+        except Exception as exc:
+            self._counters.store_errors += 1
+            self._down_until = time.monotonic() + self.config.store_retry_after_s
+            log.warning("cache store %s failed: %r", self.store.name, exc)
+            raise _StoreFailed() from exc
+
+    async def _admin_call(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except Exception as exc:
+            self._counters.store_errors += 1
+            raise CacheUnavailable(f"cache store {self.store.name} failed: {exc!r}") from exc
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval_s)
+            try:
+                removed = await self.sweep()
+            except CacheUnavailable as exc:
+                log.warning("cache sweep failed: %s", exc)
+            else:
+                if removed:
+                    log.info("cache sweep removed %d expired entries", removed)
+
+
+def build_cache(config: CacheConfig, *, embedder: Embedder | None = None) -> SemanticCache:
+    """The cache the config asks for: Redis when ``redis_url`` is set, else in-process.
+    A given embedder is shared (not closed by the cache); otherwise one is created."""
+    store: CacheStore
+    if config.redis_url:
+        store = RedisStore(
+            config.redis_url,
+            prefix=config.key_prefix,
+            max_entries_per_scope=config.max_entries_per_scope,
+            connect_timeout_s=config.redis_connect_timeout_s,
+            socket_timeout_s=config.redis_socket_timeout_s,
+            max_connections=config.redis_max_connections,
+        )
+    else:
+        store = MemoryStore(
+            max_entries_per_scope=config.max_entries_per_scope,
+            max_entries=config.memory_max_entries,
+        )
+    own = embedder is None
+    return SemanticCache(store, embedder or Embedder(config.embedder), config, owns_embedder=own)

@@ -1,0 +1,155 @@
+"""Counting a request's prompt tokens with the model's own tokenizer.
+
+Two sources: a local Hugging Face tokenizer folder (transformers' AutoTokenizer; chat prompts
+are rendered with the model's chat template, exactly as vLLM renders them), or, when no folder
+is configured, the engine's ``POST /tokenize`` (vLLM), which also reports ``max_model_len``.
+Loading and encoding run in worker threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PromptCount:
+    tokens: int
+    context_len: int | None = None  # what the counter learned about the model, if anything
+
+
+class TokenCounter(Protocol):
+    async def count(self, model: str, body: dict[str, Any]) -> PromptCount: ...
+
+
+def chat_messages(messages: Iterable[Any]) -> list[dict[str, Any]]:
+    """Messages with content-part lists flattened to text, as chat templates expect."""
+    flat: list[dict[str, Any]] = []
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            text = "".join(
+                str(p.get("text", ""))
+                for p in content
+                if isinstance(p, dict) and p.get("type") == "text"
+            )
+            message = {**message, "content": text}
+        elif content is None:
+            message = {**message, "content": ""}
+        flat.append(message)
+    return flat
+
+
+def prompts(body: dict[str, Any]) -> list[str | list[int]]:
+    """A completions request's prompt(s): text, or token ids, one entry per prompt."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, list) and prompt:
+        if all(isinstance(p, int) for p in prompt):
+            return [prompt]
+        return [p for p in prompt if isinstance(p, str | list)]
+    return []
+
+
+class LocalTokenizer:
+    """One model's tokenizer, loaded lazily (in a thread) from a local folder."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder).expanduser()
+        self._tokenizer: Any = None
+        self._lock = asyncio.Lock()
+
+    async def load(self) -> Any:
+        async with self._lock:
+            if self._tokenizer is None:
+                self._tokenizer = await asyncio.to_thread(self._load)
+        return self._tokenizer
+
+    def _load(self) -> Any:
+        from transformers import AutoTokenizer  # slow import: only when a tokenizer is needed
+
+        return AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)
+
+    def model_max_length(self) -> int | None:
+        value = getattr(self._tokenizer, "model_max_length", None)
+        return value if isinstance(value, int) and 0 < value < 10_000_000 else None
+
+    async def count(self, model: str, body: dict[str, Any]) -> PromptCount:
+        tokenizer = await self.load()
+        tokens = await asyncio.to_thread(_count, tokenizer, body)
+        return PromptCount(tokens, self.model_max_length())
+
+
+def _count(tokenizer: Any, body: dict[str, Any]) -> int:
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        text = tokenizer.apply_chat_template(
+            chat_messages(messages),
+            tools=body.get("tools"),
+            add_generation_prompt=True,
+            tokenize=False,
+            **(body.get("chat_template_kwargs") or {}),
+        )
+        # The template already has the special tokens (vLLM's add_special_tokens=False default).
+        return len(tokenizer.encode(text, add_special_tokens=False))
+    counts = [len(p) if isinstance(p, list) else len(tokenizer.encode(p)) for p in prompts(body)]
+    return max(counts, default=0)
+
+
+class EngineTokenizer:
+    """vLLM's ``POST /tokenize`` on an engine that serves the model."""
+
+    def __init__(self, client: httpx.AsyncClient, urls_for: Any, timeout_s: float = 5.0) -> None:
+        """``urls_for(model) -> list[str]``: engines to ask, preferred first."""
+        self._client = client
+        self._urls_for = urls_for
+        self._timeout = timeout_s
+
+    async def count(self, model: str, body: dict[str, Any]) -> PromptCount:
+        urls: list[str] = list(self._urls_for(model))
+        if not urls:
+            raise LookupError(f"no engine serving {model!r} to tokenize with")
+        messages = body.get("messages")
+        if isinstance(messages, list):
+            request: dict[str, Any] = {"model": model, "messages": messages}
+            if body.get("tools"):
+                request["tools"] = body["tools"]
+            return await self._ask(urls, request)
+        best = PromptCount(0)
+        for prompt in prompts(body):
+            if isinstance(prompt, list):
+                best = PromptCount(max(best.tokens, len(prompt)), best.context_len)
+                continue
+            found = await self._ask(urls, {"model": model, "prompt": prompt})
+            best = PromptCount(
+                max(best.tokens, found.tokens), found.context_len or best.context_len
+            )
+        return best
+
+    async def _ask(self, urls: list[str], request: dict[str, Any]) -> PromptCount:
+        last: Exception | None = None
+        for url in urls[:2]:
+            try:
+                response = await self._client.post(
+                    f"{url}/tokenize", json=request, timeout=self._timeout
+                )
+                response.raise_for_status()
+                data = response.json()
+                context = data.get("max_model_len")
+                return PromptCount(
+                    int(data["count"]), context if isinstance(context, int) else None
+                )
+            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+                last = exc
+        raise LookupError(f"engine /tokenize failed: {last}")
