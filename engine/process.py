@@ -1,11 +1,11 @@
 """EngineProcess: one vLLM server as a child process group, started, awaited, stopped.
 
 The server runs in its own session (process group), so stopping it reaches vLLM's own
-children (the EngineCore worker) too: SIGTERM to the group, SIGKILL after a grace period,
-then it waits until no live process of the group is left. The child also asks the kernel
-to SIGTERM it when the thread that started it dies (PR_SET_PDEATHSIG), so a test run or
-CLI killed with SIGKILL leaves no engine behind; start engines from a long-lived thread
-(the event loop's, or the main thread).
+children (EngineCore, its worker) too: SIGTERM to the group, SIGKILL after a grace period,
+then it waits until no live process of the group is left. By default a small guard
+(engine/guard.py) leads the group and takes the group down when the thread that started
+it dies, so a test run or CLI killed with SIGKILL leaves no engine behind; start engines
+from a long-lived thread (the event loop's, or the main thread).
 
 Usable as ``async with`` (gateway, pool, CLI) or plain ``with`` (pytest fixtures).
 """
@@ -13,7 +13,9 @@ Usable as ``async with`` (gateway, pool, CLI) or plain ``with`` (pytest fixtures
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -26,21 +28,15 @@ import httpx
 
 from engine.spec import EngineSpec
 
-# Runs in the child before vLLM: ask for SIGTERM when the parent goes, give up if it
-# already went, then exec the real command (same pid, so the group leader stays vLLM).
-_ORPHAN_GUARD = (
-    "import ctypes,os,sys\n"
-    "ctypes.CDLL(None, use_errno=True).prctl(1, 15)\n"
-    "if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"
-    "os.execv(sys.argv[2], sys.argv[2:])\n"
-)
+GUARD_SCRIPT = Path(__file__).with_name("guard.py")
 
 
 class EngineStartError(RuntimeError):
     """The engine exited or did not become ready; carries the tail of its log."""
 
     def __init__(self, message: str, log_tail: str = "") -> None:
-        super().__init__(f"{message}\n--- engine log (tail) ---\n{log_tail}" if log_tail else message)
+        full = f"{message}\n--- engine log (tail) ---\n{log_tail}" if log_tail else message
+        super().__init__(full)
         self.log_tail = log_tail
 
 
@@ -98,10 +94,11 @@ class EngineProcess:
             raise RuntimeError("engine already launched")
         argv = self.spec.argv(self.python)
         if self.die_with_parent:
-            argv = [self.python, "-c", _ORPHAN_GUARD, str(os.getpid()), *argv]
+            grace = str(self.stop_grace)
+            argv = [sys.executable, str(GUARD_SCRIPT), str(os.getpid()), grace, *argv]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
-        self._log.write(f"# engine command: {' '.join(self.spec.argv(self.python))}\n".encode())
+        self._log.write(f"# engine command: {shlex.join(self.spec.argv(self.python))}\n".encode())
         self._log.flush()
         self._started_at = time.monotonic()
         self._proc = subprocess.Popen(
@@ -117,38 +114,33 @@ class EngineProcess:
         """Block until /health and /v1/models answer; raise EngineStartError otherwise."""
         deadline = time.monotonic() + self.startup_timeout
         with httpx.Client(timeout=5.0, trust_env=False) as client:
-            while True:
-                self._raise_if_exited()
-                try:
-                    health = client.get(f"{self.url}/health")
-                    models = client.get(f"{self.url}/v1/models") if health.status_code == 200 else None
-                except httpx.HTTPError:
-                    models = None
-                if models is not None and _lists_model(models, self.model):
-                    self.startup_seconds = time.monotonic() - self._started_at
-                    return
-                self._raise_if_late(deadline)
+            while not self._ready(_probe_sync(client, self.url), deadline):
                 time.sleep(self.poll_interval)
 
     async def wait_ready(self) -> None:
         """Async twin of wait_ready_sync."""
         deadline = time.monotonic() + self.startup_timeout
         async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
-            while True:
-                self._raise_if_exited()
-                try:
-                    health = await client.get(f"{self.url}/health")
-                    models = (
-                        await client.get(f"{self.url}/v1/models")
-                        if health.status_code == 200 else None
-                    )
-                except httpx.HTTPError:
-                    models = None
-                if models is not None and _lists_model(models, self.model):
-                    self.startup_seconds = time.monotonic() - self._started_at
-                    return
-                self._raise_if_late(deadline)
+            while not self._ready(await _probe_async(client, self.url), deadline):
                 await asyncio.sleep(self.poll_interval)
+
+    def _ready(self, models: list[str], deadline: float) -> bool:
+        """True once the served name is listed; raises if the process died or time ran out."""
+        if self.model in models:
+            self.startup_seconds = time.monotonic() - self._started_at
+            return True
+        code = self.returncode
+        if code is not None:
+            raise EngineStartError(
+                f"engine exited with code {code} before it was ready ({self.log_path})",
+                self.log_tail(),
+            )
+        if time.monotonic() > deadline:
+            raise EngineStartError(
+                f"engine not ready after {self.startup_timeout:.0f} s ({self.log_path})",
+                self.log_tail(),
+            )
+        return False
 
     def start_sync(self) -> None:
         self.launch()
@@ -163,23 +155,8 @@ class EngineProcess:
         try:
             await self.wait_ready()
         except BaseException:
-            self.stop()  # synchronous on purpose: must finish even when cancelled
+            await self.astop()  # shielded: finishes even when start() is cancelled
             raise
-
-    def _raise_if_exited(self) -> None:
-        code = self.returncode
-        if code is not None:
-            raise EngineStartError(
-                f"engine exited with code {code} before it was ready ({self.log_path})",
-                self.log_tail(),
-            )
-
-    def _raise_if_late(self, deadline: float) -> None:
-        if time.monotonic() > deadline:
-            raise EngineStartError(
-                f"engine not ready after {self.startup_timeout:.0f} s ({self.log_path})",
-                self.log_tail(),
-            )
 
     # -- stop ---------------------------------------------------------------------------
     def stop(self) -> int | None:
@@ -244,21 +221,38 @@ class EngineProcess:
         self.stop()
 
 
-def _lists_model(response: httpx.Response, name: str) -> bool:
-    if response.status_code != 200:
-        return False
+def _model_ids(response: httpx.Response) -> list[str]:
     try:
         data = response.json().get("data", [])
-    except ValueError:
-        return False
-    return any(isinstance(item, dict) and item.get("id") == name for item in data)
+    except (ValueError, AttributeError):
+        return []
+    return [str(item.get("id")) for item in data if isinstance(item, dict)]
+
+
+def _probe_sync(client: httpx.Client, url: str) -> list[str]:
+    """Served model ids once /health is 200, else []."""
+    try:
+        if client.get(f"{url}/health").status_code != 200:
+            return []
+        models = client.get(f"{url}/v1/models")
+    except httpx.HTTPError:
+        return []
+    return _model_ids(models) if models.status_code == 200 else []
+
+
+async def _probe_async(client: httpx.AsyncClient, url: str) -> list[str]:
+    try:
+        if (await client.get(f"{url}/health")).status_code != 200:
+            return []
+        models = await client.get(f"{url}/v1/models")
+    except httpx.HTTPError:
+        return []
+    return _model_ids(models) if models.status_code == 200 else []
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _wait_group(proc: subprocess.Popen[bytes], pgid: int, deadline: float) -> None:

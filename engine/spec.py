@@ -11,9 +11,11 @@ only selects the memory knobs (CPU: ``VLLM_CPU_KVCACHE_SPACE``; GPU:
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import json
 import sys
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -59,7 +61,7 @@ class EngineSpec(BaseModel):
     extra_args: list[str] = Field(default_factory=list)
 
     @classmethod
-    def for_device(cls, device: Device, **fields: Any) -> EngineSpec:
+    def for_device(cls, device: Device, **fields: Any) -> Self:
         """A spec with the device's defaults; fields given as None keep the default."""
         base = dict(CPU_DEFAULTS if device == "cpu" else GPU_DEFAULTS)
         base.update({k: v for k, v in fields.items() if v is not None})
@@ -127,3 +129,12 @@ class EngineSpec(BaseModel):
 def _num(value: float) -> str:
     """0.9 -> '0.9', 1.0 -> '1' (no float noise on the command line)."""
     return format(value, "g")
+
+
+def detect_device() -> Device:
+    """cpu when the vllm-cpu build is installed, gpu when plain vllm is, else cpu."""
+    for dist, device in (("vllm-cpu", "cpu"), ("vllm", "gpu")):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            importlib.metadata.version(dist)
+            return "cpu" if device == "cpu" else "gpu"
+    return "cpu"

@@ -12,40 +12,59 @@ from gateway import __version__
 from gateway.api import admin_routes, health_routes, metrics_routes, openai_routes
 from gateway.api.deps import Services
 from gateway.api.errors import install_error_handlers
+from gateway.api.request_context import RequestContext
 from gateway.auth import Authenticator
 from gateway.cache.service import build_cache
 from gateway.config import Settings
 from gateway.observability import Metrics
+from gateway.routing.admission import Admission
 from gateway.routing.backends import BackendPool
+from gateway.routing.breaker import BreakerTransition
+from gateway.routing.budget import TokenBudget
+from gateway.routing.config import KeyLimit, RateLimitConfig
+from gateway.routing.ratelimit import RateLimiter
 from gateway.routing.upstream import Upstream
+
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
             client = await stack.enter_async_context(httpx.AsyncClient(limits=limits))
-            pool = await stack.enter_async_context(
-                BackendPool(
-                    settings.backends,
-                    client,
-                    probe_interval_s=settings.probe_interval_s,
-                    probe_timeout_s=settings.timeouts.probe_s,
-                )
+            pool = BackendPool(
+                settings.backends,
+                client,
+                probe_interval_s=settings.probe_interval_s,
+                probe_timeout_s=settings.timeouts.probe_s,
+                routing=settings.routing,
             )
+
+            def on_breaker(change: BreakerTransition) -> None:
+                metrics.breaker_state.labels(change.name).set(BREAKER_STATES[change.new])
+
+            pool.add_breaker_listener(on_breaker)
+            await stack.enter_async_context(pool)
             cache = None
             if settings.cache.enabled:
                 cache = await stack.enter_async_context(build_cache(settings.cache))
+            budget = TokenBudget(settings.routing.budget, pool, client)
+            await budget.warm_up(sorted({m for b in settings.backends for m in b.models}))
             services = Services(
                 settings=settings,
                 pool=pool,
-                upstream=Upstream(pool, client, settings.timeouts),
+                upstream=Upstream(pool, client, settings.timeouts, settings.routing),
                 cache=cache,
                 auth=Authenticator(settings.auth),
-                metrics=Metrics(),
+                metrics=metrics,
+                admission=Admission(pool.capacity, settings.routing.admission),
+                limiter=RateLimiter(_rate_limits(settings)),
+                budget=budget,
             )
             stack.push_async_callback(services.drain)
             app.state.services = services
@@ -55,4 +74,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (openai_routes, admin_routes, health_routes, metrics_routes):
         app.include_router(module.router)
+    app.add_middleware(RequestContext, metrics=metrics)
     return app
+
+
+def _rate_limits(settings: Settings) -> RateLimitConfig:
+    """The routing limits plus those set on each API key."""
+    config = settings.routing.rate_limits
+    per_key = {
+        key.key_id: KeyLimit(
+            requests_per_minute=key.requests_per_minute, tokens_per_minute=key.tokens_per_minute
+        )
+        for key in settings.auth.keys
+        if key.requests_per_minute or key.tokens_per_minute
+    }
+    return config.model_copy(update={"keys": {**config.keys, **per_key}})

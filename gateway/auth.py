@@ -28,6 +28,11 @@ class ApiKey(BaseModel):
     requests_per_minute: int | None = Field(default=None, ge=1)
     tokens_per_minute: int | None = Field(default=None, ge=1)
 
+    @property
+    def key_id(self) -> str:
+        """Safe to log and to key rate limits on: the first 12 hex digits of the hash."""
+        return self.hash[7:19]
+
     @field_validator("hash")
     @classmethod
     def _well_formed(cls, value: str) -> str:
@@ -75,7 +80,7 @@ class Authenticator:
             raise AuthenticationFailed("Incorrect API key provided.")
         return Caller(
             tenant=found.tenant,
-            key_id=found.hash[7:19],
+            key_id=found.key_id,
             requests_per_minute=found.requests_per_minute,
             tokens_per_minute=found.tokens_per_minute,
         )

@@ -20,6 +20,7 @@ from pydantic_settings import (
 
 from gateway.auth import AuthConfig
 from gateway.cache.config import CacheConfig
+from gateway.routing.config import RoutingConfig
 
 CONFIG_FILE_ENV = "GATEWAY_CONFIG_FILE"
 
@@ -65,6 +66,7 @@ class Settings(BaseSettings):
     probe_interval_s: float = Field(default=5.0, gt=0, description="Engine health probe period.")
     timeouts: TimeoutConfig = Field(default_factory=TimeoutConfig)
     limits: LimitConfig = Field(default_factory=LimitConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     price_per_1k_tokens: float = Field(

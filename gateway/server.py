@@ -6,14 +6,17 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.observability import configure_logging
 
 
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
+    configure_logging(settings.log_level, as_json=settings.log_json)
     return uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # configure_logging owns the handlers
         loop="uvloop",
         http="httptools",
         access_log=False,

@@ -82,16 +82,5 @@ async def flush(request: Request) -> dict[str, Any]:
 
 @router.get("/backends")
 async def backends(request: Request) -> dict[str, Any]:
-    pool = _admin(request).pool
-    return {
-        "backends": [
-            {
-                "url": b.url,
-                "healthy": b.healthy,
-                "models": sorted(b.models) or b.config.models,
-                "in_flight": b.in_flight,
-                "last_error": b.last_error,
-            }
-            for b in pool.backends
-        ]
-    }
+    svc = _admin(request)
+    return {"backends": svc.pool.snapshot(), "admission": svc.admission.stats()}

@@ -1,15 +1,17 @@
 """One completion request, from parsed body to response: cache first, then an engine.
 
-The path is the one in DESIGN.md: cache policy -> lookup (exact, then semantic) -> replay on a
-hit; on a miss the engine's answer is relayed and, once complete, stored after the response
-(never blocking it).
+The path is the one in DESIGN.md: rate limit -> cache policy -> lookup (exact, then semantic)
+-> replay on a hit. On a miss: token budget (clamp max_tokens, reject prompts that cannot fit)
+-> coalesce identical cacheable misses -> admission (slot or 429) -> router -> relay. A
+complete answer is stored after the response, never blocking it, by the flight's leader only.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Hashable
 from typing import Any
 
 from starlette.background import BackgroundTask
@@ -22,7 +24,8 @@ from gateway.cache.control import InvalidCacheControl, parse_cache_control
 from gateway.cache.entry import CachedAnswer, LookupResult
 from gateway.cache.policy import CacheQuery, Kind
 from gateway.errors import InvalidRequest, NotCached
-from gateway.routing.upstream import StreamInterrupted, UpstreamStream
+from gateway.routing.coalesce import Subscription
+from gateway.routing.upstream import StreamInterrupted, UpstreamResponse
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +36,12 @@ async def complete(
     svc: Services, kind: Kind, body: dict[str, Any], caller: Caller, cache_control: str | None
 ) -> Response:
     model: str = body["model"]
-    stream = bool(body.get("stream"))
     svc.pool.check_model(model)
     try:
         control = parse_cache_control(cache_control, body.get("cache"))
     except InvalidCacheControl as exc:
         raise InvalidRequest(str(exc), param="cache") from exc
+    svc.limiter.acquire(caller.key_id)  # one request; its tokens are counted on a miss
 
     query = svc.cache.query(kind, body, caller.tenant, control) if svc.cache else None
     result = await svc.cache.lookup(query) if svc.cache and query else LookupResult("bypass")
@@ -47,30 +50,7 @@ async def complete(
         return _replay(svc, kind, body, result, result.answer)
     if control.only_if_cached:
         raise NotCached("No cached answer for this request (Cache-Control: only-if-cached).")
-
-    headers: dict[str, str] = {"x-cache": result.status}
-    upstream_body = {k: v for k, v in body.items() if k != "cache"}
-    storable = query if query is not None and query.control.store else None
-    if not stream:
-        answer_body = await svc.upstream.complete(PATHS[kind], upstream_body, model)
-        task = None
-        if storable is not None and (answer := capture.from_body(kind, answer_body)):
-            task = BackgroundTask(_insert, svc, storable, answer)
-        return JSONResponse(answer_body, headers=headers, background=task)
-
-    wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    if storable is not None:  # usage is needed for the tokens-saved count; hidden if not asked
-        upstream_body["stream_options"] = {
-            **(body.get("stream_options") or {}),
-            "include_usage": True,
-        }
-    opened = await svc.upstream.stream(PATHS[kind], upstream_body, model)
-    headers["x-gateway-backend"] = opened.backend.url
-    return StreamingResponse(
-        _relay(svc, kind, opened, storable, wants_usage),
-        media_type="text/event-stream",
-        headers={**sse.HEADERS, **headers},
-    )
+    return await _miss(svc, kind, body, caller, query, result.status)
 
 
 def _replay(
@@ -88,35 +68,121 @@ def _replay(
     if not body.get("stream"):
         return JSONResponse(replay.as_json(kind, answer, model), headers=headers)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    events: Iterator[bytes] = replay.as_events(kind, answer, model, include_usage)
     return StreamingResponse(
-        events, media_type="text/event-stream", headers={**sse.HEADERS, **headers}
+        replay.as_events(kind, answer, model, include_usage),
+        media_type="text/event-stream",
+        headers={**sse.HEADERS, **headers},
+    )
+
+
+async def _miss(
+    svc: Services,
+    kind: Kind,
+    body: dict[str, Any],
+    caller: Caller,
+    query: CacheQuery | None,
+    cache_status: str,
+) -> Response:
+    model: str = body["model"]
+    path = PATHS[kind]
+    budgeted = await svc.budget.apply(path, body, model)
+    svc.limiter.acquire(caller.key_id, budgeted.estimated_tokens, requests=0)
+    upstream_body = {k: v for k, v in budgeted.body.items() if k != "cache"}
+    storable = query if query is not None and query.control.store else None
+    stream = bool(body.get("stream"))
+    wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    if stream and storable is not None:  # usage feeds tokens-saved; hidden if not asked for
+        upstream_body["stream_options"] = {
+            **(body.get("stream_options") or {}),
+            "include_usage": True,
+        }
+    # Identical cacheable misses share one engine call; anything else gets a flight of its own.
+    key: Hashable = (
+        (caller.tenant, path, json.dumps(upstream_body, sort_keys=True))
+        if query is not None
+        else object()
+    )
+    headers = {"x-cache": cache_status}
+
+    if not stream:
+
+        async def answer(meta: dict[str, Any]) -> AsyncIterator[UpstreamResponse]:
+            async with svc.admission.slot(model):
+                yield await svc.upstream.send(path, upstream_body, model)
+
+        async with svc.answers.join(key, answer) as flight:
+            response = await anext(aiter(flight))
+        headers["x-gateway-backend"] = response.route.backend.url
+        if not flight.is_leader:
+            headers["x-gateway-coalesced"] = "1"
+        usage = response.body.get("usage") or {}
+        svc.limiter.settle(caller.key_id, budgeted.estimated_tokens, _tokens(usage))
+        task = None
+        if flight.is_leader and storable and (found := capture.from_body(kind, response.body)):
+            task = BackgroundTask(_insert, svc, storable, found)
+        return JSONResponse(response.body, headers=headers, background=task)
+
+    async def events(meta: dict[str, Any]) -> AsyncIterator[bytes]:
+        async with svc.admission.slot(model):
+            opened = await svc.upstream.stream(path, upstream_body, model)
+            meta["backend"] = opened.backend.url
+            try:
+                async for data in opened.events():
+                    yield data
+            finally:
+                await opened.aclose()
+
+    sub = svc.streams.join(key, events)
+    try:
+        await sub.wait_started()  # an error before the first byte still gets its HTTP status
+    except BaseException:
+        await sub.aclose()
+        raise
+    headers["x-gateway-backend"] = str(sub.meta.get("backend", ""))
+    if not sub.is_leader:
+        headers["x-gateway-coalesced"] = "1"
+    relay = _relay(svc, kind, sub, storable if sub.is_leader else None, wants_usage, model)
+    return StreamingResponse(
+        relay, media_type="text/event-stream", headers={**sse.HEADERS, **headers}
     )
 
 
 async def _relay(
     svc: Services,
     kind: Kind,
-    stream: UpstreamStream,
+    sub: Subscription[bytes],
     query: CacheQuery | None,
     wants_usage: bool,
+    model: str,
 ) -> AsyncIterator[bytes]:
-    """Relays chunk by chunk. If the client goes away this generator is cancelled and the
-    upstream response closed, which makes vLLM abort the request; nothing is stored."""
-    captured = capture.StreamCapture(kind) if query is not None else None
+    """Relays chunk by chunk. A client that goes away cancels this generator; when no one else
+    listens to the flight, the engine request is closed too (vLLM then aborts it)."""
+    captured = capture.StreamCapture(kind)
+    started = time.perf_counter()
+    first: float | None = None
     try:
-        async for data in stream.events():
-            if captured is not None and captured.feed(data) and not wants_usage:
-                continue  # the usage-only chunk the gateway asked for, not the client
+        async for data in sub:
+            usage_only = captured.feed(data)
+            if first is None and not usage_only and data != sse.DONE:
+                first = time.perf_counter()
+                svc.metrics.ttft_seconds.labels("miss", sub.meta.get("backend", ""), model).observe(
+                    first - started
+                )
+            if usage_only and not wants_usage:
+                continue  # the usage chunk the gateway asked for, not the client
             yield sse.event(data)
     except StreamInterrupted as exc:
-        log.warning("stream from %s cut mid-way: %s", stream.backend.url, exc)
+        log.warning("stream from %s cut mid-way: %s", sub.meta.get("backend"), exc)
         yield sse.error_event(str(exc))
         return
     finally:
-        await stream.aclose()
-    if captured is not None and query is not None and (answer := captured.answer()):
+        await sub.aclose()
+    if query is not None and (answer := captured.answer()):
         svc.spawn(_insert(svc, query, answer))
+
+
+def _tokens(usage: dict[str, Any]) -> int:
+    return int(usage.get("total_tokens") or 0)
 
 
 async def _insert(svc: Services, query: CacheQuery, answer: CachedAnswer) -> None:

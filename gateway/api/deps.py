@@ -14,8 +14,12 @@ from gateway.auth import Authenticator
 from gateway.cache.service import SemanticCache
 from gateway.config import Settings
 from gateway.observability import Metrics
+from gateway.routing.admission import Admission
 from gateway.routing.backends import BackendPool
-from gateway.routing.upstream import Upstream
+from gateway.routing.budget import TokenBudget
+from gateway.routing.coalesce import Coalescer
+from gateway.routing.ratelimit import RateLimiter
+from gateway.routing.upstream import Upstream, UpstreamResponse
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,11 @@ class Services:
     cache: SemanticCache | None
     auth: Authenticator
     metrics: Metrics
+    admission: Admission
+    limiter: RateLimiter
+    budget: TokenBudget
+    streams: Coalescer[bytes] = field(default_factory=Coalescer)
+    answers: Coalescer[UpstreamResponse] = field(default_factory=Coalescer)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:

@@ -10,13 +10,15 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from gateway.errors import GatewayError, error_body
+from gateway.errors import GatewayError, RateLimited, error_body
 
 log = logging.getLogger(__name__)
 
 
-async def _gateway_error(_: Request, exc: Exception) -> JSONResponse:
+async def _gateway_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GatewayError)
+    if isinstance(exc, RateLimited) and hasattr(request.app.state, "services"):
+        request.app.state.services.metrics.rejected.labels(exc.code or "rate_limited").inc()
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers())
 
 

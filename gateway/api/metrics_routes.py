@@ -18,4 +18,5 @@ async def metrics(request: Request) -> Response:
     for backend in svc.pool.backends:
         svc.metrics.backend_up.labels(backend.url).set(1 if backend.healthy else 0)
         svc.metrics.in_flight.labels(backend.url).set(backend.in_flight)
+    svc.metrics.queue_depth.set(svc.admission.queue_depth)
     return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -20,7 +20,7 @@ async def chat_completions(request: Request) -> Response:
     svc = services(request)
     caller = svc.auth.caller(request.headers.get("authorization"))
     body = await read_json(request, svc.settings.limits.max_body_bytes)
-    validate_model(ChatCompletionRequest, body)
+    request.state.model = validate_model(ChatCompletionRequest, body).model
     return await complete(svc, "chat", body, caller, request.headers.get("cache-control"))
 
 
@@ -29,7 +29,7 @@ async def completions(request: Request) -> Response:
     svc = services(request)
     caller = svc.auth.caller(request.headers.get("authorization"))
     body = await read_json(request, svc.settings.limits.max_body_bytes)
-    validate_model(CompletionRequest, body)
+    request.state.model = validate_model(CompletionRequest, body).model
     return await complete(svc, "completion", body, caller, request.headers.get("cache-control"))
 
 

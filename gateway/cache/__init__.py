@@ -18,7 +18,7 @@ from gateway.cache.memory_store import MemoryStore
 from gateway.cache.policy import CacheQuery, cache_query
 from gateway.cache.redis_store import RedisStore
 from gateway.cache.service import CacheUnavailable, SemanticCache, build_cache
-from gateway.cache.store import CacheStore
+from gateway.cache.store import CacheStore, StoreRejected
 
 __all__ = [
     "CacheConfig",
@@ -35,6 +35,7 @@ __all__ = [
     "MemoryStore",
     "RedisStore",
     "SemanticCache",
+    "StoreRejected",
     "StoredEntry",
     "build_cache",
     "cache_query",

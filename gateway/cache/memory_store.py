@@ -69,7 +69,8 @@ class _Scope:
             capacity = max(16, 2 * size)
             matrix = np.empty((capacity, vector.shape[0]), dtype=np.float32)
             expires = np.empty(capacity, dtype=np.float64)
-            matrix[:size], expires[:size] = self.matrix[:size], self.expires[:size]
+            if size:
+                matrix[:size], expires[:size] = self.matrix[:size], self.expires[:size]
             self.matrix, self.expires = matrix, expires
         self.matrix[size] = vector
         self.expires[size] = entry.expires_at

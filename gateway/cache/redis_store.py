@@ -23,16 +23,19 @@ Multi-key transactions assume a single Redis (not a cluster).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 import numpy as np
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
 from gateway.cache.entry import Neighbour, StoredEntry, scope_namespace
+from gateway.cache.store import StoreRejected
 
 Q8_MARGIN = 0.03  # cosine slack for Q8 quantization when pre-filtering candidates in Redis
 _CHUNK = 500
@@ -75,6 +78,15 @@ def _parse_vsim(response: Any) -> list[str]:
     if isinstance(response, dict):
         return [_text(element) for element in response]
     return [_text(element) for element in response[::2]]
+
+
+@contextmanager
+def _answered_no() -> Iterator[None]:
+    """Redis answered with an error (out of memory, wrong type, ...): it is up, not down."""
+    try:
+        yield
+    except ResponseError as exc:
+        raise StoreRejected(str(exc)) from exc
 
 
 def _blob(vector: np.ndarray) -> bytes:
@@ -152,7 +164,8 @@ class RedisStore:
             pipe.pexpireat(self._z(scope), expires_ms, gt=True)
             pipe.sadd(self._scopes, scope)
             pipe.sadd(self._ns(entry.namespace), scope)
-            results = await pipe.execute()
+            with _answered_no():
+                results = await pipe.execute()
         previous = results[0]
         if previous is not None and _text(previous) != entry_id:
             await self._unlink_entries(scope, [_text(previous)])
@@ -161,10 +174,11 @@ class RedisStore:
             await self._unlink_entries(scope, [_text(member) for member in popped[::2]])
 
     async def get_exact(self, scope: str, exact_key: str) -> StoredEntry | None:
-        entry_id = await self._r.get(self._x(exact_key))
-        if entry_id is None:
-            return None
-        raw = await self._r.hget(self._e(_text(entry_id)), "e")
+        with _answered_no():
+            entry_id = await self._r.get(self._x(exact_key))
+            if entry_id is None:
+                return None
+            raw = await self._r.hget(self._e(_text(entry_id)), "e")
         if raw is None:
             return None
         entry = StoredEntry.from_json(raw)
@@ -180,7 +194,8 @@ class RedisStore:
         floor = min_similarity - Q8_MARGIN
         if floor > -1.0:
             args += ["EPSILON", 1.0 - cosine_to_score(floor)]
-        candidates = _parse_vsim(await self._r.execute_command(*args))
+        with _answered_no():
+            candidates = _parse_vsim(await self._r.execute_command(*args))
         if not candidates:
             return []
         async with self._r.pipeline(transaction=False) as pipe:

@@ -20,13 +20,14 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from gateway.cache.config import CacheConfig
-from gateway.cache.control import NAMESPACE_RE, CacheControl
+from gateway.cache.control import CacheControl
 from gateway.cache.embedder import Embedder
 from gateway.cache.entry import CachedAnswer, LookupResult, LookupStatus, StoredEntry
 from gateway.cache.memory_store import MemoryStore
 from gateway.cache.policy import CacheQuery, Kind, cache_query
 from gateway.cache.redis_store import RedisStore
-from gateway.cache.store import CacheStore
+from gateway.cache.store import CacheStore, StoreRejected
+from gateway.cache.warm import plan_warm
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -179,23 +180,24 @@ class SemanticCache:
         ttl_s: float | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Store known answers. Each entry: ``{"messages": [...], "answer": "..."}`` (chat) or
-        ``{"prompt": "...", "answer": "..."}`` (completion), optionally ``"params"`` (request
-        fields such as temperature, which are part of the scope), ``"ttl"``,
-        ``"prompt_tokens"``, ``"completion_tokens"``. All entries are validated before any is
-        stored (ValueError names the first bad one). Returns how many were stored."""
-        if not NAMESPACE_RE.match(namespace):
-            raise ValueError(f"invalid namespace {namespace!r}")
-        planned = [
-            self._warm_item(i, model, item, tenant, namespace, params, ttl_s)
-            for i, item in enumerate(entries)
-        ]
+        """Store known answers (entry format: see warm.py). All entries are validated before
+        any is stored (ValueError names the first bad one). Returns how many were stored."""
+        planned = plan_warm(
+            entries,
+            model=model,
+            tenant=tenant,
+            namespace=namespace,
+            params=params,
+            ttl_s=ttl_s,
+            allow_tools=self.config.cache_tool_requests,
+            now=self._clock(),
+        )
         stored = 0
         for start in range(0, len(planned), _WARM_CHUNK):
             chunk = planned[start : start + _WARM_CHUNK]
-            embeddings = await self.embedder.embed_many([q.text for q, _, _ in chunk])
-            for (q, answer, ttl), embedding in zip(chunk, embeddings, strict=True):
-                entry = self._new_entry(q, answer, ttl)
+            embeddings = await self.embedder.embed_many([item.query.text for item in chunk])
+            for item, embedding in zip(chunk, embeddings, strict=True):
+                entry = self._new_entry(item.query, item.answer, item.ttl_s)
                 vector = None if embedding.truncated else embedding.vector
                 await self._admin_call(self.store.add(entry, vector))
                 stored += 1
@@ -310,54 +312,6 @@ class SemanticCache:
             expires_at=now + ttl,
         )
 
-    def _warm_item(
-        self,
-        index: int,
-        model: str,
-        item: Mapping[str, Any],
-        tenant: str,
-        namespace: str,
-        params: Mapping[str, Any] | None,
-        ttl_s: float | None,
-    ) -> tuple[CacheQuery, CachedAnswer, float | None]:
-        if not isinstance(item, Mapping):
-            raise ValueError(f"entry {index}: must be an object")
-        answer, extra = item.get("answer"), item.get("params") or {}
-        if not isinstance(answer, str) or not answer:
-            raise ValueError(f"entry {index}: answer must be a non-empty string")
-        if not isinstance(extra, Mapping):
-            raise ValueError(f"entry {index}: params must be an object")
-        ttl = item.get("ttl", ttl_s)
-        if ttl is not None and (
-            isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0
-        ):
-            raise ValueError(f"entry {index}: ttl must be a positive number of seconds")
-        kind: Kind = "completion" if "prompt" in item else "chat"
-        body = {**(params or {}), **extra, "model": model}
-        body["prompt" if kind == "completion" else "messages"] = item.get(
-            "prompt" if kind == "completion" else "messages"
-        )
-        q = self.query(kind, body, tenant, CacheControl(namespace=namespace))
-        if q is None:
-            raise ValueError(
-                f"entry {index}: not cacheable (needs messages ending with a user text message, "
-                "or a prompt string)"
-            )
-        tokens = {key: item.get(key, 0) for key in ("prompt_tokens", "completion_tokens")}
-        if not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in tokens.values()
-        ):
-            raise ValueError(f"entry {index}: token counts must be non-negative integers")
-        cached = CachedAnswer(
-            text=answer,
-            finish_reason="stop",
-            model=model,
-            prompt_tokens=tokens["prompt_tokens"],
-            completion_tokens=tokens["completion_tokens"],
-            created=self._clock(),
-        )
-        return q, cached, None if ttl is None else float(ttl)
-
     def _store_resting(self) -> bool:
         return time.monotonic() < self._down_until
 
@@ -368,7 +322,8 @@ class SemanticCache:
                 return await call
         except Exception as exc:
             self._counters.store_errors += 1
-            self._down_until = time.monotonic() + self.config.store_retry_after_s
+            if not isinstance(exc, StoreRejected):  # down or slow: leave it alone a moment
+                self._down_until = time.monotonic() + self.config.store_retry_after_s
             log.warning("cache store %s failed: %r", self.store.name, exc)
             raise _StoreFailed() from exc
 
@@ -384,7 +339,7 @@ class SemanticCache:
             await asyncio.sleep(self.config.sweep_interval_s)
             try:
                 removed = await self.sweep()
-            except CacheUnavailable as exc:
+            except Exception as exc:  # keep sweeping; the store may be back next time
                 log.warning("cache sweep failed: %s", exc)
             else:
                 if removed:

@@ -2,7 +2,8 @@
 
 A store keeps entries (see entry.StoredEntry) grouped by scope, with two ways in: the exact key
 of an entry, and cosine search over the entries' vectors within one scope. Every method may
-raise on trouble (connection lost, timeout); the service turns that into a bypass. A store
+raise on trouble (connection lost, timeout, StoreRejected); the service turns that into a
+bypass. A store
 never returns an entry whose ``expires_at`` has passed, even if its vector was not swept yet.
 """
 
@@ -13,6 +14,11 @@ from typing import Protocol
 import numpy as np
 
 from gateway.cache.entry import Neighbour, StoredEntry
+
+
+class StoreRejected(Exception):
+    """The store is up but refused the operation (e.g. Redis out of memory). Unlike a lost
+    connection or a timeout, this does not make the service rest the store."""
 
 
 class CacheStore(Protocol):

@@ -1,1 +1,15 @@
-"""Routing of cache misses to engines: backends and their health, balancing, the upstream relay."""
+"""Routing of cache misses to engines. One concept per module:
+
+config          RoutingConfig (nested into Settings as ``settings.routing``)
+backends        BackendPool: engines, active probes (/health, /v1/models, /metrics)
+breaker         CircuitBreaker per engine (passive health)
+engine_metrics  vLLM /metrics text -> EngineLoad
+affinity        prefix keys and rendezvous hashing
+balancer        Balancer.choose -> RouteDecision (engine + why)
+upstream        Upstream: failover before the first byte (tenacity), streaming relay
+admission       Admission.slot: bounded in-flight per model + bounded queue -> 429
+ratelimit       RateLimiter: per-API-key requests/tokens per minute -> 429
+tokens, budget  prompt token counting; TokenBudget: max_tokens clamp, too-long prompt -> 400
+coalesce        Coalescer: keyed single-flight with broadcast of streamed events
+errors          routing's refinements of gateway.errors
+"""

@@ -27,7 +27,7 @@ from gateway.routing.engine_metrics import EngineLoad, parse_engine_metrics
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: two engines are never "equal"
 class Backend:
     config: BackendConfig
     breaker: CircuitBreaker

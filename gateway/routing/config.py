@@ -89,7 +89,11 @@ class RateLimitConfig(BaseModel):
     """Per-API-key limits (token buckets, in-process). ``default`` applies to unlisted keys."""
 
     default: KeyLimit = Field(default_factory=KeyLimit)
-    keys: dict[str, KeyLimit] = Field(default_factory=dict)
+    keys: dict[str, KeyLimit] = Field(
+        default_factory=dict,
+        description="By key id (the first 12 hex digits of the key's sha256); the limits set "
+        "on auth.keys entries are merged in.",
+    )
     max_tracked_keys: int = Field(default=100_000, ge=1)
 
 

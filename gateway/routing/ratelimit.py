@@ -60,8 +60,8 @@ class RateLimiter:
     def limit_for(self, api_key: str) -> KeyLimit:
         return self._cfg.keys.get(api_key, self._cfg.default)
 
-    def acquire(self, api_key: str, tokens: int = 0) -> None:
-        """Takes one request and ``tokens`` tokens from the key's buckets, or raises
+    def acquire(self, api_key: str, tokens: int = 0, *, requests: int = 1) -> None:
+        """Takes ``requests`` requests and ``tokens`` tokens from the key's buckets, or raises
         ``RateLimited`` (KeyRateLimited) with the Retry-After that would let it through."""
         state = self._state(api_key)
         if state is None:
@@ -69,7 +69,7 @@ class RateLimiter:
         now = self._clock()
         wait = 0.0
         for bucket, amount, what in (
-            (state.requests, 1.0, "requests"),
+            (state.requests, float(requests), "requests"),
             (state.tokens, float(tokens), "tokens"),
         ):
             if bucket is None:
@@ -89,7 +89,7 @@ class RateLimiter:
                 retry_after_s=math.ceil(wait),
             )
         if state.requests is not None:
-            state.requests.level -= 1.0
+            state.requests.level -= requests
         if state.tokens is not None:
             state.tokens.level -= tokens
 

@@ -223,7 +223,7 @@ def test_warm_from_a_jsonl_file(cached_gateway: str, engine: Any, tmp_path: Any)
             url,
             "--tenant",
             "acme",
-        ],  # fmt: skip
+        ],
         env={**os.environ, "GATEWAY_ADMIN_KEY": ADMIN},
         capture_output=True,
         text=True,

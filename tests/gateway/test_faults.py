@@ -11,6 +11,8 @@ from tests.support.gateway import running_gateway
 from tests.support.servers import free_port
 from tests.support.stub_engine import MODEL, running_stub
 
+# These tests are about engines, not the cache: repeated identical requests must reach them.
+NO_CACHE = {"enabled": False}
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -23,7 +25,8 @@ def test_dead_engine_fails_over_to_a_live_one() -> None:
     with (
         running_stub() as stub,
         running_gateway(
-            backends=[BackendConfig(url=dead, models=[MODEL]), BackendConfig(url=stub.url)]
+            cache=NO_CACHE,
+            backends=[BackendConfig(url=dead, models=[MODEL]), BackendConfig(url=stub.url)],
         ) as gw,
     ):
         for _ in range(4):
@@ -35,7 +38,7 @@ def test_dead_engine_fails_over_to_a_live_one() -> None:
 
 def test_only_dead_engines_give_503_in_openai_shape() -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    with running_gateway(backends=[BackendConfig(url=dead, models=[MODEL])]) as gw:
+    with running_gateway(cache=NO_CACHE, backends=[BackendConfig(url=dead, models=[MODEL])]) as gw:
         r = httpx.post(f"{gw}/v1/chat/completions", json=CHAT)
         assert r.status_code == 503
         assert r.json()["error"]["code"] == "no_backend_available"
@@ -48,7 +51,7 @@ def test_engine_503_is_retried_on_the_next_engine() -> None:
         running_stub("fail") as failing,
         running_stub() as good,
         running_gateway(
-            backends=[BackendConfig(url=failing.url), BackendConfig(url=good.url)]
+            cache=NO_CACHE, backends=[BackendConfig(url=failing.url), BackendConfig(url=good.url)]
         ) as gw,
     ):
         r = httpx.post(f"{gw}/v1/chat/completions", json=CHAT)
@@ -59,7 +62,7 @@ def test_engine_503_is_retried_on_the_next_engine() -> None:
 def test_engine_client_error_is_passed_on_in_openai_shape() -> None:
     with (
         running_stub("reject") as stub,
-        running_gateway(backends=[BackendConfig(url=stub.url)]) as gw,
+        running_gateway(cache=NO_CACHE, backends=[BackendConfig(url=stub.url)]) as gw,
     ):
         r = httpx.post(f"{gw}/v1/chat/completions", json=CHAT)
         assert r.status_code == 400
@@ -73,7 +76,7 @@ def test_stalled_engine_times_out_with_503() -> None:
     with (
         running_stub("hang") as stub,
         running_gateway(
-            backends=[BackendConfig(url=stub.url)], timeouts={"first_byte_s": 0.5}
+            cache=NO_CACHE, backends=[BackendConfig(url=stub.url)], timeouts={"first_byte_s": 0.5}
         ) as gw,
     ):
         r = httpx.post(f"{gw}/v1/chat/completions", json=CHAT, timeout=10)
@@ -82,7 +85,10 @@ def test_stalled_engine_times_out_with_503() -> None:
 
 
 def test_stream_cut_mid_way_ends_with_an_error_event_and_no_done() -> None:
-    with running_stub("cut") as stub, running_gateway(backends=[BackendConfig(url=stub.url)]) as gw:
+    with (
+        running_stub("cut") as stub,
+        running_gateway(cache=NO_CACHE, backends=[BackendConfig(url=stub.url)]) as gw,
+    ):
         r = httpx.post(f"{gw}/v1/chat/completions", json={**CHAT, "stream": True})
         assert r.status_code == 200
         events = _events(r.text)

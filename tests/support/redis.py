@@ -63,26 +63,12 @@ class RedisServer:
             return
         assert self._dir is not None
         log = open(self._dir / "redis.log", "ab")  # noqa: SIM115 - owned by the process
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self._dir)]
+        args += ["--save", "", "--appendonly", "no", "--protected-mode", "yes"]
+        args += ["--enable-debug-command", "local"]  # DEBUG SLEEP simulates a stalled Redis
+        args += ["--loglevel", "warning"]
         self._proc = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self._dir),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-                "--enable-debug-command",
-                "local",  # DEBUG SLEEP simulates a stalled Redis
-                "--loglevel",
-                "warning",
-            ],  # fmt: skip
+            [redis_server_binary(), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

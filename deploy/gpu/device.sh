@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Run vLLM on the lent GPU machine (no network, <= 64 MiB carried per call), in steps:
+#   deploy/gpu/device.sh stage DIR    keep the payload part(s) of DIR in /tmp/stage (one call each)
+#   deploy/gpu/device.sh run          join the parts, install vLLM + deps under /tmp/site,
+#                                     start the engine pool on the AWQ model, benchmark, stop
+# The payload (deploy/gpu/pack.sh builds it here) is one tar, split in parts: a trimmed vLLM
+# 0.26.0 tree (xz), the wheels vLLM imports that the image lacks, and the quantized model.
+set -euo pipefail
+OUT=${OUT:-/tmp/out}
+STAGE=/tmp/stage
+cmd=${1:?stage DIR | run}
+
+if [ "$cmd" = stage ]; then
+  mkdir -p "$STAGE"
+  cp "$2"/part-* "$STAGE"/
+  echo "staged: $(ls "$STAGE" | tr '\n' ' ')"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  exit 0
+fi
+
+expected=$(cat deploy/gpu/parts.txt)
+have=$(ls "$STAGE" | grep -c '^part-' || true)
+if [ "$have" != "$expected" ]; then
+  echo "only $have of $expected parts staged (the machine went cold?)"; exit 3
+fi
+t0=$(date +%s)
+mkdir -p /tmp/payload /tmp/site /tmp/models "$OUT"
+cat "$STAGE"/part-* | tar -xf - -C /tmp/payload
+sha256sum -c deploy/gpu/payload.sha256 --quiet
+tar -xJf /tmp/payload/vllm-trim.tar.xz -C /tmp/site
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+  /tmp/payload/deps/*.whl 2>&1 | grep -v "already exists" || true
+tar -xf /tmp/payload/model.tar -C /tmp/models
+echo "installed in $(( $(date +%s) - t0 )) s"
+export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1
+python3 -c "import torch, vllm; print('vllm', vllm.__version__, 'torch', torch.__version__, torch.cuda.get_device_name())"
+
+python3 -m engine.pool_cli --config deploy/gpu/pool-h100.yaml > "$OUT/pool.log" 2>&1 &
+pool=$!
+for _ in $(seq 1 300); do
+  if python3 -c "
+import json,sys; d=json.load(open('/tmp/pool/engines.json')); sys.exit(0 if d['backends'] else 1)" 2>/dev/null; then break; fi
+  if ! kill -0 $pool 2>/dev/null; then echo "pool exited"; tail -50 "$OUT/pool.log"; tail -80 /tmp/pool/logs/*.log; exit 4; fi
+  sleep 1
+done
+echo "engine ready after $(( $(date +%s) - t0 )) s (install included)"
+cp /tmp/pool/engines.json "$OUT/" || true
+python3 load/bench_engine.py --url http://127.0.0.1:8000 --model smollm2-135m-instruct \
+  --concurrency 1,32 --requests-per-stream 4 --max-tokens 128 \
+  --label "H100, vLLM 0.26.0, SmolLM2-135M AWQ W4A16" --out "$OUT/bench-awq.json" || true
+python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8000/metrics').read().decode())" | grep -E "^vllm:(prefix_cache|num_requests|kv_cache_usage|generation_tokens_total)" > "$OUT/metrics.txt" || true
+kill -TERM $pool; wait $pool || true
+grep -E "quantiz|Using .*(kernel|backend)|Marlin|Machete|compressed|CUDA graph|torch.compile|Memory profiling|KV cache" /tmp/pool/logs/*.log | head -40 || true
+cp /tmp/pool/logs/*.log "$OUT/" || true
