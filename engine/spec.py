@@ -86,7 +86,8 @@ class EngineSpec(BaseModel):
             args += ["--quantization", self.quantization]
         # Always explicit: vLLM's default for prefix caching has changed between releases.
         args.append(
-            "--enable-prefix-caching" if self.enable_prefix_caching
+            "--enable-prefix-caching"
+            if self.enable_prefix_caching
             else "--no-enable-prefix-caching"
         )
         if self.device == "gpu":
@@ -102,7 +103,8 @@ class EngineSpec(BaseModel):
                 args += [flag, str(value)]
         if self.enable_chunked_prefill is not None:
             args.append(
-                "--enable-chunked-prefill" if self.enable_chunked_prefill
+                "--enable-chunked-prefill"
+                if self.enable_chunked_prefill
                 else "--no-enable-chunked-prefill"
             )
         if self.tensor_parallel_size != 1:

@@ -55,7 +55,10 @@ def fix_tokenizer(folder: Path, model_max_length: int) -> None:
     tok = _read_json(tok_path)
     # ByteLevel only: maps the byte alphabet ('Ġ', 'Ċ', ...) back to bytes, nothing else.
     tok["decoder"] = {
-        "type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True,
+        "type": "ByteLevel",
+        "add_prefix_space": True,
+        "trim_offsets": True,
+        "use_regex": True,
     }
     # No template that would add a BOS (or anything) around plain encodes.
     tok["post_processor"] = None
@@ -72,18 +75,21 @@ def fix_tokenizer(folder: Path, model_max_length: int) -> None:
     else:
         template = old_config.get("chat_template") or CHATML_TEMPLATE
 
-    _write_json(old_config_path, {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": None,
-        "eos_token": EOS_TOKEN,
-        "pad_token": EOS_TOKEN,
-        "unk_token": UNK_TOKEN,
-        "add_bos_token": False,
-        "add_eos_token": False,
-        "clean_up_tokenization_spaces": False,
-        "model_max_length": model_max_length,
-        "chat_template": template,
-    })
+    _write_json(
+        old_config_path,
+        {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": None,
+            "eos_token": EOS_TOKEN,
+            "pad_token": EOS_TOKEN,
+            "unk_token": UNK_TOKEN,
+            "add_bos_token": False,
+            "add_eos_token": False,
+            "clean_up_tokenization_spaces": False,
+            "model_max_length": model_max_length,
+            "chat_template": template,
+        },
+    )
 
     gen_path = folder / "generation_config.json"
     gen = _read_json(gen_path) if gen_path.exists() else {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -72,8 +72,17 @@ class Settings(BaseSettings):
     price_per_1k_tokens: float = Field(
         default=0.0, ge=0, description="For the cost-saved estimate of cache hits."
     )
+    redis_url: str | None = Field(
+        default=None, description="Shortcut for cache.redis_url (GATEWAY_REDIS_URL)."
+    )
     log_level: str = "info"
     log_json: bool = Field(default=True, description="One JSON object per log line.")
+
+    @model_validator(mode="after")
+    def _redis_shortcut(self) -> Settings:
+        if self.redis_url and not self.cache.redis_url:
+            self.cache.redis_url = self.redis_url
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -35,10 +35,10 @@ def run_stack(settings: Settings, data_dir: str | None = None) -> int:
 
 
 async def _run(settings: Settings, data_dir: str | None) -> int:
-    from engine.models import default_data_dir, prepare_default_model
+    from engine.models import DEFAULT_MODEL_NAME, default_data_dir, prepare_default_model
     from engine.ports import free_port
     from engine.process import EngineProcess
-    from engine.spec import EngineSpec
+    from engine.spec import EngineSpec, detect_device
 
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
@@ -60,12 +60,19 @@ async def _run(settings: Settings, data_dir: str | None) -> int:
         _say(f"preparing the default model under {data} ...")
         model_dir = await asyncio.to_thread(prepare_default_model, data)
         spec = EngineSpec.for_device(
-            "cpu", model=str(model_dir), served_model_name="smollm2-135m-instruct", port=free_port()
+            detect_device(),
+            model=str(model_dir),
+            served_model_name=DEFAULT_MODEL_NAME,
+            port=free_port(),
         )
         _say(f"starting vLLM on {spec.url} (log: {data / 'logs' / 'engine.log'}) ...")
         async with EngineProcess(spec, data / "logs" / "engine.log") as engine:
             backend = BackendConfig(url=engine.url, models=[spec.name])
-            served = settings.model_copy(update={"backends": [backend]})
+            budget = settings.routing.budget.model_copy(
+                update={"default_tokenizer": str(model_dir)}
+            )
+            routing = settings.routing.model_copy(update={"budget": budget})
+            served = settings.model_copy(update={"backends": [backend], "routing": routing})
             server = _ForegroundServer(uvicorn_config(served))
             banner = asyncio.create_task(_banner(server, settings, spec.name, started))
             await server.serve()

@@ -1,4 +1,5 @@
 pytest_plugins = [
     "tests.support.engine",
+    "tests.support.redis",
     "tests.support.gateway",
 ]

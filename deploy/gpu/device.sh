@@ -3,7 +3,7 @@
 #   deploy/gpu/device.sh stage DIR    keep the payload part(s) of DIR in /tmp/stage (one call each)
 #   deploy/gpu/device.sh run          join the parts, install vLLM + deps under /tmp/site,
 #                                     start the engine pool on the AWQ model, benchmark, stop
-# The payload (deploy/gpu/pack.sh builds it here) is one tar, split in parts: a trimmed vLLM
+# The payload (deploy/gpu/pack.sh builds it on the dev machine) is one tar, split in parts: a trimmed vLLM
 # 0.26.0 tree (xz), the wheels vLLM imports that the image lacks, and the quantized model.
 set -euo pipefail
 OUT=${OUT:-/tmp/out}
@@ -12,13 +12,13 @@ cmd=${1:?stage DIR | run}
 
 if [ "$cmd" = stage ]; then
   mkdir -p "$STAGE"
-  cp "$2"/part-* "$STAGE"/
+  cp "$2"/* "$STAGE"/
   echo "staged: $(ls "$STAGE" | tr '\n' ' ')"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   exit 0
 fi
 
-expected=$(cat deploy/gpu/parts.txt)
+expected=$(cat "$STAGE/parts.txt")
 have=$(ls "$STAGE" | grep -c '^part-' || true)
 if [ "$have" != "$expected" ]; then
   echo "only $have of $expected parts staged (the machine went cold?)"; exit 3
@@ -26,7 +26,7 @@ fi
 t0=$(date +%s)
 mkdir -p /tmp/payload /tmp/site /tmp/models "$OUT"
 cat "$STAGE"/part-* | tar -xf - -C /tmp/payload
-sha256sum -c deploy/gpu/payload.sha256 --quiet
+(cd /tmp/payload && sha256sum -c payload.sha256 --quiet)
 tar -xJf /tmp/payload/vllm-trim.tar.xz -C /tmp/site
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
   /tmp/payload/deps/*.whl 2>&1 | grep -v "already exists" || true

@@ -170,15 +170,15 @@ async def _relay(
                 )
             if usage_only and not wants_usage:
                 continue  # the usage chunk the gateway asked for, not the client
+            if data == sse.DONE and query is not None and (answer := captured.answer()):
+                # Before the last yield: a client that hangs up on [DONE] cancels us there.
+                svc.spawn(_insert(svc, query, answer))
             yield sse.event(data)
     except StreamInterrupted as exc:
         log.warning("stream from %s cut mid-way: %s", sub.meta.get("backend"), exc)
         yield sse.error_event(str(exc))
-        return
     finally:
         await sub.aclose()
-    if query is not None and (answer := captured.answer()):
-        svc.spawn(_insert(svc, query, answer))
 
 
 def _tokens(usage: dict[str, Any]) -> int:

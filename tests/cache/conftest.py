@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from gateway.cache import CacheConfig, Embedder, EmbedderConfig, SemanticCache, build_cache
-from tests.support.redis import redis_control, redis_server  # noqa: F401
 
 MakeCache = Callable[..., Awaitable[SemanticCache]]
 

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def cached_gateway(request: pytest.FixtureRequest, engine: Any) -> Iterator[str]:
-    cache: dict[str, Any] = {}
+    cache: dict[str, Any] = {"store_timeout_s": 5.0}  # a busy CI box must not cause bypasses
     if request.param == "redis":
         cache["redis_url"] = request.getfixturevalue("redis_server")
         cache["key_prefix"] = f"e2e{int(time.time() * 1000)}"
@@ -99,23 +99,23 @@ def test_cache_control_header(cached_gateway: str, engine: Any) -> None:
     url, model = cached_gateway, engine.model
     q = "What is the opposite of hot?"
 
-    def ask(cache_control: str) -> Any:
+    def ask_with(cache_control: str) -> Any:
         return ask(url, model, q, extra_headers={"cache-control": cache_control})
 
     with pytest.raises(openai.APIStatusError) as caught:
-        ask("only-if-cached")
+        ask_with("only-if-cached")
     assert caught.value.status_code == 504  # never reached an engine
 
     before = cache_stats(url)["inserts"]
-    assert ask("no-store").headers["x-cache"] == "bypass"
+    assert ask_with("no-store").headers["x-cache"] == "bypass"
     time.sleep(0.5)
     assert cache_stats(url)["inserts"] == before  # no-store: nothing kept
 
-    assert ask("no-cache").headers["x-cache"] == "bypass"  # not looked up, but stored
+    assert ask_with("no-cache").headers["x-cache"] == "bypass"  # not looked up, but stored
     wait_inserts(url, before + 1)
-    assert ask("only-if-cached").headers["x-cache"] == "hit-exact"
+    assert ask_with("only-if-cached").headers["x-cache"] == "hit-exact"
     time.sleep(1.1)
-    assert ask("max-age=1").headers["x-cache"] == "miss"  # older than a second
+    assert ask_with("max-age=1").headers["x-cache"] == "miss"  # older than a second
 
 
 def test_extension_namespace_and_threshold(cached_gateway: str, engine: Any) -> None:

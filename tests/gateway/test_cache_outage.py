@@ -19,7 +19,12 @@ def test_redis_outage_bypasses_then_recovers(engine: Any, redis_control: Any) ->
         pytest.skip("TEST_REDIS_URL points at a Redis this test may not kill")
     with running_gateway(
         backends=[BackendConfig(url=engine.url)],
-        cache={"redis_url": redis_control.url, "key_prefix": "outage", "store_retry_after_s": 0.2},
+        cache={
+            "redis_url": redis_control.url,
+            "key_prefix": "outage",
+            "store_retry_after_s": 0.2,
+            "store_timeout_s": 2.0,
+        },
         auth=auth_settings(),
     ) as url:
         model = engine.model

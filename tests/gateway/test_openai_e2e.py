@@ -188,15 +188,38 @@ def test_body_too_large_is_413(gateway: str, engine: Any) -> None:
 
 
 def test_engine_error_is_passed_on_with_its_status(client: openai.OpenAI, engine: Any) -> None:
-    # The engine itself rejects a request longer than its context window.
+    # top_k is the engine's field, unknown to the gateway: vLLM itself rejects -5.
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(
             model=engine.model,
-            messages=QUESTION,
-            max_tokens=1_000_000,  # type: ignore[arg-type]
+            messages=QUESTION,  # type: ignore[arg-type]
+            max_tokens=4,
+            extra_body={"top_k": -5},
         )
     assert caught.value.status_code == 400
-    assert caught.value.message
+    assert "top_k" in caught.value.message
+
+
+def test_huge_max_tokens_is_clamped_to_the_context(client: openai.OpenAI, engine: Any) -> None:
+    reply = client.chat.completions.create(
+        model=engine.model,
+        messages=QUESTION,  # type: ignore[arg-type]
+        max_tokens=1_000_000,
+        temperature=0,
+        stop=["."],
+    )
+    assert _plain(reply.choices[0].message.content or "")
+
+
+def test_prompt_longer_than_the_context_is_400_before_the_engine(
+    client: openai.OpenAI, engine: Any
+) -> None:
+    long_text = "word " * 5000  # > 2048 tokens of context, < 1 MiB of body
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model=engine.model, messages=[{"role": "user", "content": long_text}]
+        )
+    assert caught.value.code == "context_length_exceeded"
 
 
 def test_no_engine_reachable_is_503(engine: Any) -> None:

@@ -44,5 +44,5 @@ def wait_inserts(url: str, at_least: int) -> None:
     """Answers are stored after the response went out: wait (bounded) for the insert."""
     deadline = time.monotonic() + 10
     while cache_stats(url)["inserts"] < at_least:
-        assert time.monotonic() < deadline, "the answer was never stored"
+        assert time.monotonic() < deadline, f"the answer was never stored: {cache_stats(url)}"
         time.sleep(0.05)

