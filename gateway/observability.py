@@ -113,7 +113,7 @@ class Metrics:
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; ``extra={...}`` fields are kept (request_id, tenant, ...)."""
 
-    _standard = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+    _standard = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
