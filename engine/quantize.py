@@ -204,7 +204,6 @@ def quantize(args: argparse.Namespace) -> Path:
         model.to(torch.bfloat16)
         model.config.dtype = torch.bfloat16
         model.save_pretrained(str(build), save_compressed=True)
-        tokenizer.save_pretrained(str(build))
         _copy_extras(Path(args.model), build)
         info = {
             "source": str(args.model),
@@ -219,7 +218,9 @@ def quantize(args: argparse.Namespace) -> Path:
             "seconds": round(time.monotonic() - started, 1),
         }
         (build / MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        build.chmod(0o755)
+        build.chmod(0o755)  # mkdtemp made it 0700; containers and other users read it
+        for path in build.iterdir():
+            path.chmod(0o644)
         if output.exists():
             shutil.rmtree(output)
         build.rename(output)
@@ -241,10 +242,15 @@ def _cpu_only_workaround(torch: Any) -> None:
 
 
 def _copy_extras(source: Path, target: Path) -> None:
-    """Files the save does not rewrite but vLLM reads (generation defaults, chat template)."""
-    for name in ("generation_config.json", "chat_template.jinja"):
-        if (source / name).exists() and not (target / name).exists():
-            shutil.copy2(source / name, target / name)
+    """Tokenizer, chat template and generation defaults verbatim from the source folder.
+
+    Quantization does not touch them, and re-saving would rewrite them in the saving
+    transformers' own format (e.g. a transformers-5-only tokenizer class), undoing the fixes
+    that engine.models made for every vLLM / transformers version."""
+    for path in source.iterdir():
+        weights = path.suffix in (".safetensors", ".bin") or path.name.endswith(".index.json")
+        if path.is_file() and not weights and path.name != "config.json" and path.name[0] != ".":
+            shutil.copy2(path, target / path.name)
 
 
 # -- environment ------------------------------------------------------------------------------

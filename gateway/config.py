@@ -51,7 +51,18 @@ class TimeoutConfig(BaseModel):
 
 
 class LimitConfig(BaseModel):
+    """Hard limits: a request over any of them gets a 4xx and never reaches an engine."""
+
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_messages: int = Field(default=512, ge=1, description="Chat messages per request.")
+    max_prompt_chars: int = Field(
+        default=400_000, ge=1, description="Characters of text over all messages or prompts."
+    )
+    max_tokens: int = Field(
+        default=32_768,
+        ge=1,
+        description="Largest max_tokens accepted at all (routing.budget clamps below it).",
+    )
     max_warm_bytes: int = Field(default=64 * 1_048_576, ge=1024, description="Admin warm-up.")
 
 

@@ -12,7 +12,7 @@ cmd=${1:?stage DIR | run}
 
 if [ "$cmd" = stage ]; then
   mkdir -p "$STAGE"
-  cp "$2"/* "$STAGE"/
+  cp -r "$2"/* "$STAGE"/
   echo "staged: $(ls "$STAGE" | tr '\n' ' ')"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   exit 0
@@ -25,19 +25,26 @@ if [ "$have" != "$expected" ]; then
 fi
 t0=$(date +%s)
 mkdir -p /tmp/payload /tmp/site /tmp/models "$OUT"
-cat "$STAGE"/part-* | tar -xf - -C /tmp/payload
-(cd /tmp/payload && sha256sum -c payload.sha256 --quiet)
-tar -xJf /tmp/payload/vllm-trim.tar.xz -C /tmp/site
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
-  /tmp/payload/deps/*.whl 2>&1 | grep -v "already exists" || true
-tar -xf /tmp/payload/model.tar -C /tmp/models
+if [ ! -d /tmp/site/vllm ]; then  # a re-run on the same machine skips the install
+  cat "$STAGE"/part-* | tar -xf - -C /tmp/payload
+  (cd /tmp/payload && sha256sum -c payload.sha256 --quiet)
+  tar -xJf /tmp/payload/vllm-trim.tar.xz -C /tmp/site
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+    /tmp/payload/deps/*.whl 2>&1 | grep -v "already exists" || true
+  tar -xf /tmp/payload/model.tar -C /tmp/models
+fi
+if [ -n "${EXTRA:-}" ]; then  # optional wheels staged under extra/, e.g. EXTRA="nvtx-*"
+  for w in $EXTRA; do python3 -m pip install -q --no-index --no-deps --no-compile \
+    --target /tmp/site --upgrade "$STAGE"/extra/$w.whl 2>&1 | tail -2; done
+fi
 echo "installed in $(( $(date +%s) - t0 )) s"
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1
 python3 -c "import torch, vllm; print('vllm', vllm.__version__, 'torch', torch.__version__, torch.cuda.get_device_name())"
 
+rm -rf /tmp/pool
 python3 -m engine.pool_cli --config deploy/gpu/pool-h100.yaml > "$OUT/pool.log" 2>&1 &
 pool=$!
-for _ in $(seq 1 300); do
+for _ in $(seq 1 420); do
   if python3 -c "
 import json,sys; d=json.load(open('/tmp/pool/engines.json')); sys.exit(0 if d['backends'] else 1)" 2>/dev/null; then break; fi
   if ! kill -0 $pool 2>/dev/null; then echo "pool exited"; tail -50 "$OUT/pool.log"; tail -80 /tmp/pool/logs/*.log; exit 4; fi

@@ -10,7 +10,13 @@ from starlette.responses import Response
 
 from gateway.api.completions import complete
 from gateway.api.deps import services
-from gateway.api.schemas import ChatCompletionRequest, CompletionRequest, read_json, validate_model
+from gateway.api.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    enforce_limits,
+    read_json,
+    validate_model,
+)
 
 router = APIRouter()
 
@@ -20,7 +26,9 @@ async def chat_completions(request: Request) -> Response:
     svc = services(request)
     caller = svc.auth.caller(request.headers.get("authorization"))
     body = await read_json(request, svc.settings.limits.max_body_bytes)
-    request.state.model = validate_model(ChatCompletionRequest, body).model
+    parsed = validate_model(ChatCompletionRequest, body)
+    enforce_limits(parsed, svc.settings.limits)
+    request.state.model = parsed.model
     return await complete(svc, "chat", body, caller, request.headers.get("cache-control"))
 
 
@@ -29,7 +37,9 @@ async def completions(request: Request) -> Response:
     svc = services(request)
     caller = svc.auth.caller(request.headers.get("authorization"))
     body = await read_json(request, svc.settings.limits.max_body_bytes)
-    request.state.model = validate_model(CompletionRequest, body).model
+    parsed = validate_model(CompletionRequest, body)
+    enforce_limits(parsed, svc.settings.limits)
+    request.state.model = parsed.model
     return await complete(svc, "completion", body, caller, request.headers.get("cache-control"))
 
 

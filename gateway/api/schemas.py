@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
+from gateway.config import LimitConfig
 from gateway.errors import InvalidRequest, PayloadTooLarge
 
 
@@ -75,3 +76,39 @@ def validate_model(model: type[BodyT], body: dict[str, Any]) -> BodyT:
         first = exc.errors()[0]
         param = ".".join(str(part) for part in first["loc"]) or None
         raise InvalidRequest(f"Invalid '{param}': {first['msg']}.", param=param) from exc
+
+
+def enforce_limits(parsed: ChatCompletionRequest | CompletionRequest, limits: LimitConfig) -> None:
+    """The configured hard limits (the engine's context is checked later, on a miss)."""
+    if isinstance(parsed, ChatCompletionRequest):
+        if len(parsed.messages) > limits.max_messages:
+            raise InvalidRequest(
+                f"Too many messages: {len(parsed.messages)} > {limits.max_messages}.",
+                param="messages",
+            )
+        chars = sum(_text_length(m.content) for m in parsed.messages)
+        field, asked = "messages", parsed.max_completion_tokens or parsed.max_tokens
+    else:
+        prompt = parsed.prompt
+        chars = (
+            len(prompt)
+            if isinstance(prompt, str)
+            else sum(len(p) if isinstance(p, str | list) else 1 for p in prompt)
+        )
+        field, asked = "prompt", parsed.max_tokens
+    if chars > limits.max_prompt_chars:
+        raise InvalidRequest(
+            f"The prompt is too long: {chars} characters > {limits.max_prompt_chars}.",
+            param=field,
+            code="prompt_too_long",
+        )
+    if asked is not None and asked > limits.max_tokens:
+        raise InvalidRequest(
+            f"max_tokens is too large: {asked} > {limits.max_tokens}.", param="max_tokens"
+        )
+
+
+def _text_length(content: str | list[dict[str, Any]] | None) -> int:
+    if isinstance(content, str):
+        return len(content)
+    return sum(len(str(part.get("text", ""))) for part in content or [])
