@@ -9,7 +9,13 @@ import httpx
 from fastapi import FastAPI
 
 from gateway import __version__
-from gateway.api import admin_routes, health_routes, metrics_routes, openai_routes
+from gateway.api import (
+    admin_routes,
+    dashboard_routes,
+    health_routes,
+    metrics_routes,
+    openai_routes,
+)
 from gateway.api.deps import Services
 from gateway.api.errors import install_error_handlers
 from gateway.api.request_context import RequestContext
@@ -19,18 +25,17 @@ from gateway.config import Settings
 from gateway.observability import Metrics
 from gateway.routing.admission import Admission
 from gateway.routing.backends import BackendPool
-from gateway.routing.breaker import BreakerTransition
 from gateway.routing.budget import TokenBudget
 from gateway.routing.config import KeyLimit, RateLimitConfig
 from gateway.routing.ratelimit import RateLimiter
 from gateway.routing.upstream import Upstream
-
-BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+from gateway.timeseries import Sampler
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    metrics = Metrics()
+    metrics = Metrics(__version__)
+    series = Sampler(metrics)  # per-second history for /dashboard
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -44,15 +49,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 probe_timeout_s=settings.timeouts.probe_s,
                 routing=settings.routing,
             )
-
-            def on_breaker(change: BreakerTransition) -> None:
-                metrics.breaker_state.labels(change.name).set(BREAKER_STATES[change.new])
-
-            pool.add_breaker_listener(on_breaker)
+            pool.add_breaker_listener(metrics.on_breaker)
             await stack.enter_async_context(pool)
             cache = None
             if settings.cache.enabled:
                 cache = await stack.enter_async_context(build_cache(settings.cache))
+                cache.observer = metrics.cache_hooks
+                metrics.watch_embedder(cache.embedder)
             budget = TokenBudget(settings.routing.budget, pool, client)
             await budget.warm_up(sorted({m for b in settings.backends for m in b.models}))
             services = Services(
@@ -67,12 +70,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 budget=budget,
             )
             stack.push_async_callback(services.drain)
+            metrics.watch(pool, services.admission)
             app.state.services = services
+            app.state.series = await stack.enter_async_context(series)
             yield
 
     app = FastAPI(title="semcache-gateway", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
-    for module in (openai_routes, admin_routes, health_routes, metrics_routes):
+    for module in (openai_routes, admin_routes, health_routes, metrics_routes, dashboard_routes):
         app.include_router(module.router)
     app.add_middleware(RequestContext, metrics=metrics)
     return app

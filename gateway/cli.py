@@ -42,6 +42,23 @@ def _warm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from gateway.cache.evaluate import describe, evaluate, read_labelled
+
+    overrides = {k: v for k, v in (("policy", args.policy), ("threshold", args.threshold)) if v}
+    config = Settings().cache.model_copy(update=overrides)
+    seed, queries = read_labelled(Path(args.seed)), read_labelled(Path(args.queries))
+    result = asyncio.run(evaluate(seed, queries, config, progress=True))
+    summary = result.summary()
+    print("\n".join(describe(summary)))
+    if args.json:
+        print(json.dumps(summary), flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gateway",
@@ -82,6 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
     warm.add_argument("--tenant", default="default", help="tenant the answers belong to")
     warm.add_argument("--namespace", default="default", help="cache namespace")
     warm.set_defaults(run=_warm)
+    evaluate = cache.add_parser(
+        "eval",
+        help="seed a fresh in-process cache with one labelled CSV (text,category; a seed's "
+        "answer is its category), look up every text of another through the gateway's lookup "
+        "path, print hit rate, false-hit rate and latency",
+    )
+    evaluate.add_argument("--seed", required=True, metavar="SEED.csv", help="what is cached")
+    evaluate.add_argument("--queries", required=True, metavar="QUERIES.csv", help="what is asked")
+    evaluate.add_argument(
+        "--json", action="store_true", help='last line: {"hit_rate": x, "false_hit_rate": y, ...}'
+    )
+    evaluate.add_argument(
+        "--policy", choices=("threshold", "consensus"), help="hit policy (cache.policy)"
+    )
+    evaluate.add_argument("--threshold", type=float, help="cosine threshold (cache.threshold)")
+    evaluate.set_defaults(run=_eval)
     serve.set_defaults(run=_serve)
     up.set_defaults(run=_up)
     return parser

@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
     log_json: bool = Field(default=True, description="One JSON object per log line.")
+    log_prompts: bool = Field(default=False, description="Put prompt text in access logs.")
 
     @model_validator(mode="after")
     def _redis_shortcut(self) -> Settings:

@@ -1,7 +1,10 @@
 """Prometheus metrics and structured JSON logs.
 
 Each app owns its registry (tests run several apps in one process). Names follow Prometheus
-conventions: ``gateway_`` prefix, base units (seconds), ``_total`` on counters.
+conventions: ``gateway_`` prefix, base units (seconds), ``_total`` on counters. The hot path
+only increments counters and observes histograms; gauges that mirror component state (engine
+health, breakers, in-flight, queue) are refreshed by ``Metrics.refresh()`` right before a
+scrape or a dashboard sample, so they cost the request path nothing.
 """
 
 from __future__ import annotations
@@ -10,20 +13,44 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
+if TYPE_CHECKING:
+    from gateway.cache.embedder import Embedder
+    from gateway.routing.admission import Admission
+    from gateway.routing.backends import BackendPool
+    from gateway.routing.breaker import BreakerTransition
+
+# Hits take milliseconds, engine answers seconds: dense enough for useful percentiles of both.
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.4, 0.6, 0.8,
+    1, 1.5, 2, 3, 4, 6, 8, 12, 20, 30, 60,
+)  # fmt: skip
 FAST_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512)
+TPOT_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+HIT_RESULTS = ("hit-exact", "hit-semantic")
+
+REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
+# When the current request arrived (time.perf_counter()), for client-side TTFT.
+REQUEST_STARTED: ContextVar[float | None] = ContextVar("request_started", default=None)
+# Fields the handlers add to the request's access-log line (model, tenant, ...).
+REQUEST_FIELDS: ContextVar[dict[str, Any] | None] = ContextVar("request_fields", default=None)
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, version: str = "") -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        self._updaters: dict[str, Callable[[], None]] = {}
+        self._embedder: _EmbedderCollector | None = None
+        Info("gateway_build", "The gateway's version.", registry=r).info({"version": version})
         self.requests = Counter(
             "gateway_requests_total",
             "Requests answered, by route, HTTP status and cache result.",
@@ -32,14 +59,14 @@ class Metrics:
         )
         self.request_seconds = Histogram(
             "gateway_request_duration_seconds",
-            "Time to the last byte of the response.",
+            "Completion requests: time to the last byte of the response.",
             ["route", "cache", "backend", "model"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.ttft_seconds = Histogram(
             "gateway_time_to_first_token_seconds",
-            "Streaming responses: time to the first content chunk.",
+            "Streaming responses: time from the request's arrival to the first content chunk.",
             ["cache", "backend", "model"],
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -48,25 +75,36 @@ class Metrics:
             "gateway_time_per_output_token_seconds",
             "Streaming engine responses: mean time between output tokens after the first.",
             ["backend", "model"],
-            buckets=(*FAST_BUCKETS, 1.0),
+            buckets=TPOT_BUCKETS,
             registry=r,
         )
         self.cache_lookups = Counter(
             "gateway_cache_lookups_total",
-            "Cache lookups by result (hit-exact, hit-semantic, miss, bypass).",
+            "Cache lookups by result (hit-exact, hit-semantic, miss, bypass). Hit ratio: "
+            'sum(rate(..{result=~"hit-.*"}[5m])) / sum(rate(..{result=~"hit-.*|miss"}[5m])).',
             ["result"],
+            registry=r,
+        )
+        for result in ("hit-exact", "hit-semantic", "miss", "bypass"):
+            self.cache_lookups.labels(result)  # exported at 0 from the start: rate() works
+        self.hit_ratio = Gauge(
+            "gateway_cache_hit_ratio",
+            "Hits / (hits + misses) since the gateway started (prefer the counters' rate).",
             registry=r,
         )
         self.cache_stage_seconds = Histogram(
             "gateway_cache_stage_duration_seconds",
-            "Cache work by stage (embed, search, exact, insert).",
+            "Cache work by stage: exact (key lookup), embed (prompt embedding), "
+            "search (vector search), insert (embed + store after a miss).",
             ["stage"],
             buckets=FAST_BUCKETS,
             registry=r,
         )
         self.cache_errors = Counter(
             "gateway_cache_store_errors_total",
-            "Cache store (Redis) errors and timeouts; each one made a request bypass the cache.",
+            "Cache store (Redis) errors by kind (timeout, error, rejected); on the request path "
+            "each one made a lookup bypass the cache or an insert be skipped.",
+            ["store", "kind"],
             registry=r,
         )
         self.tokens_saved = Counter(
@@ -87,6 +125,12 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.breaker_transitions = Counter(
+            "gateway_backend_breaker_transitions_total",
+            "Circuit breaker transitions per engine, by the state entered.",
+            ["backend", "state"],
+            registry=r,
+        )
         self.backend_up = Gauge(
             "gateway_backend_up",
             "1 if the engine answered its last probe.",
@@ -99,8 +143,20 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.max_in_flight = Gauge(
+            "gateway_backend_max_in_flight_requests",
+            "Most requests the gateway sends an engine at once.",
+            ["backend"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "gateway_admission_queue_depth", "Requests waiting for an engine slot.", registry=r
+        )
+        self.admitted = Gauge(
+            "gateway_admission_in_flight_requests",
+            "Admitted requests holding an engine slot, by model.",
+            ["model"],
+            registry=r,
         )
         self.rejected = Counter(
             "gateway_rejected_requests_total",
@@ -108,6 +164,127 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.cache_hooks = CacheHooks(self)
+
+    # -- state mirrored at scrape time -----------------------------------------------------
+
+    def add_updater(self, name: str, update: Callable[[], None]) -> None:
+        """``update()`` runs before every scrape and dashboard sample (it sets gauges); a
+        second updater of the same name replaces the first (an app started twice)."""
+        self._updaters[name] = update
+
+    def refresh(self) -> None:
+        for update in self._updaters.values():
+            update()
+        hits = misses = 0.0
+        for sample in samples(self.cache_lookups, "_total"):
+            if sample.labels["result"] in HIT_RESULTS:
+                hits += sample.value
+            elif sample.labels["result"] == "miss":
+                misses += sample.value
+        self.hit_ratio.set(hits / (hits + misses) if hits + misses else 0.0)
+
+    def watch(self, pool: BackendPool, admission: Admission) -> None:
+        """Mirror the engines' and the admission queue's state into gauges."""
+
+        def update() -> None:
+            for gauge in (self.backend_up, self.in_flight, self.max_in_flight, self.breaker_state):
+                gauge.clear()  # engines removed from the pool must disappear
+            for backend in pool.backends:
+                url = backend.url
+                self.backend_up.labels(url).set(1 if backend.healthy else 0)
+                self.in_flight.labels(url).set(backend.in_flight)
+                self.max_in_flight.labels(url).set(backend.max_in_flight)
+                self.breaker_state.labels(url).set(BREAKER_STATES[backend.breaker.state.value])
+            self.queue_depth.set(admission.queue_depth)
+            self.admitted.clear()
+            for model, running in admission.stats()["in_flight"].items():
+                self.admitted.labels(model).set(running)
+
+        self.add_updater("engines", update)
+
+    def watch_embedder(self, embedder: Embedder) -> None:
+        """Export the embedder's own counters (model calls, batch sizes, model time)."""
+        if self._embedder is not None:
+            self.registry.unregister(self._embedder)
+        self._embedder = _EmbedderCollector(embedder)
+        self.registry.register(self._embedder)
+
+    def on_breaker(self, change: BreakerTransition) -> None:
+        """A breaker listener (BackendPool.add_breaker_listener)."""
+        self.breaker_state.labels(change.name).set(BREAKER_STATES[change.new.value])
+        self.breaker_transitions.labels(change.name, change.new.value).inc()
+
+
+class CacheHooks:
+    """What the semantic cache reports while it works (its ``observer``)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._stage = {
+            stage: metrics.cache_stage_seconds.labels(stage)
+            for stage in ("exact", "embed", "search", "insert")
+        }
+        self._stage_family = metrics.cache_stage_seconds
+        self._errors = metrics.cache_errors
+
+    def on_stage(self, stage: str, seconds: float) -> None:
+        child = self._stage.get(stage) or self._stage_family.labels(stage)
+        child.observe(seconds)
+
+    def on_store_error(self, store: str, kind: str) -> None:
+        self._errors.labels(store, kind).inc()
+
+
+class _EmbedderCollector(Collector):
+    def __init__(self, embedder: Embedder) -> None:
+        self._embedder = embedder
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._embedder.stats
+        for name, doc, value in (
+            ("requests", "Embeddings asked for (memo hits included).", s.requests),
+            ("memo_hits", "Embeddings served from the recent-text memo.", s.memo_hits),
+            ("batches", "Model calls (one per micro-batch).", s.model_calls),
+            ("texts", "Texts the model embedded.", s.texts_embedded),
+            ("errors", "Failed model calls.", s.errors),
+            ("model_seconds", "Time spent in model calls.", s.model_seconds),
+        ):
+            yield CounterMetricFamily(f"gateway_embedder_{name}", doc, value=value)
+
+
+def samples(metric: Any, suffix: str = "") -> Iterator[Any]:
+    """The samples of one metric object (``suffix`` keeps e.g. only ``_total`` or ``_bucket``)."""
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.name.endswith(suffix):
+                yield sample
+
+
+# -- logs ----------------------------------------------------------------------------------
+
+
+def annotate(**fields: Any) -> None:
+    """Add fields to the current request's access-log line (no-op outside a request)."""
+    current = REQUEST_FIELDS.get()
+    if current is not None:
+        current.update(fields)
+
+
+def prompt_preview(body: Mapping[str, Any], limit: int = 500) -> str:
+    """The request's prompt text, shortened; only logged when settings.log_prompts is on."""
+    if "messages" in body:
+        parts = []
+        for message in body.get("messages") or []:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, list):
+                content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            if content:
+                parts.append(str(content))
+        text = " | ".join(parts)
+    else:
+        prompt = body.get("prompt", "")
+        text = prompt if isinstance(prompt, str) else json.dumps(prompt)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class JsonFormatter(logging.Formatter):
@@ -129,7 +306,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-class _RequestIdFilter(logging.Filter):
+class RequestIdFilter(logging.Filter):
+    """Stamps every record with the id of the request it was logged in ("-" outside one)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = REQUEST_ID.get()
         return True
@@ -138,7 +317,7 @@ class _RequestIdFilter(logging.Filter):
 def configure_logging(level: str, *, as_json: bool = True) -> None:
     """JSON lines (or plain text) on stderr, each with the request id of its request."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_RequestIdFilter())
+    handler.addFilter(RequestIdFilter())
     if as_json:
         handler.setFormatter(JsonFormatter())
     else:

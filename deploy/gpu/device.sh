@@ -38,7 +38,9 @@ if [ -n "${EXTRA:-}" ]; then  # optional wheels staged under extra/, e.g. EXTRA=
     --target /tmp/site --upgrade "$STAGE"/extra/$w.whl 2>&1 | tail -2; done
 fi
 echo "installed in $(( $(date +%s) - t0 )) s"
+# vLLM 0.26 imports flashinfer for its sampler on CUDA unless told not to; it is not carried.
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1
+export VLLM_USE_FLASHINFER_SAMPLER=0
 python3 -c "import torch, vllm; print('vllm', vllm.__version__, 'torch', torch.__version__, torch.cuda.get_device_name())"
 
 rm -rf /tmp/pool

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Hashable, Iterator
 from typing import Any
 
 from starlette.background import BackgroundTask
@@ -24,6 +24,7 @@ from gateway.cache.control import InvalidCacheControl, parse_cache_control
 from gateway.cache.entry import CachedAnswer, LookupResult
 from gateway.cache.policy import CacheQuery, Kind
 from gateway.errors import InvalidRequest, NotCached
+from gateway.observability import REQUEST_STARTED, annotate, prompt_preview
 from gateway.routing.coalesce import Subscription
 from gateway.routing.upstream import StreamInterrupted, UpstreamResponse
 
@@ -42,6 +43,9 @@ async def complete(
     except InvalidCacheControl as exc:
         raise InvalidRequest(str(exc), param="cache") from exc
     svc.limiter.acquire(caller.key_id)  # one request; its tokens are counted on a miss
+    annotate(tenant=caller.tenant, stream=bool(body.get("stream")))
+    if svc.settings.log_prompts:
+        annotate(prompt=prompt_preview(body))
 
     query = svc.cache.query(kind, body, caller.tenant, control) if svc.cache else None
     result = await svc.cache.lookup(query) if svc.cache and query else LookupResult("bypass")
@@ -68,11 +72,22 @@ def _replay(
     if not body.get("stream"):
         return JSONResponse(replay.as_json(kind, answer, model), headers=headers)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    events = replay.as_events(kind, answer, model, include_usage)
     return StreamingResponse(
-        replay.as_events(kind, answer, model, include_usage),
+        _first_chunk_timed(svc, events, result.status, model, REQUEST_STARTED.get()),
         media_type="text/event-stream",
         headers={**sse.HEADERS, **headers},
     )
+
+
+def _first_chunk_timed(
+    svc: Services, events: Iterator[bytes], cache: str, model: str, started: float | None
+) -> Iterator[bytes]:
+    """A replayed stream, its time to first token observed when its first chunk goes out."""
+    for i, event in enumerate(events):
+        if i == 0 and started is not None:
+            svc.metrics.ttft_seconds.labels(cache, "", model).observe(time.perf_counter() - started)
+        yield event
 
 
 async def _miss(
@@ -158,16 +173,25 @@ async def _relay(
     """Relays chunk by chunk. A client that goes away cancels this generator; when no one else
     listens to the flight, the engine request is closed too (vLLM then aborts it)."""
     captured = capture.StreamCapture(kind)
-    started = time.perf_counter()
-    first: float | None = None
+    started = REQUEST_STARTED.get() or time.perf_counter()
+    backend = str(sub.meta.get("backend", ""))
+    first = last = 0.0
+    chunks = tokens = 0  # content chunks; completion tokens from the usage chunk, if any
     try:
         async for data in sub:
             usage_only = captured.feed(data)
-            if first is None and not usage_only and data != sse.DONE:
-                first = time.perf_counter()
-                svc.metrics.ttft_seconds.labels("miss", sub.meta.get("backend", ""), model).observe(
-                    first - started
-                )
+            if not usage_only and data != sse.DONE:
+                last = time.perf_counter()
+                chunks += 1
+                if chunks == 1:
+                    first = last
+                    svc.metrics.ttft_seconds.labels("miss", backend, model).observe(first - started)
+            elif usage_only:
+                tokens = _completion_tokens(data)
+            if data == sse.DONE and sub.is_leader and (tokens or chunks) > 1:
+                # A coalesced follower replays buffered chunks at once: only the leader's count.
+                per_token = (last - first) / ((tokens or chunks) - 1)
+                svc.metrics.tpot_seconds.labels(backend, model).observe(per_token)
             if usage_only and not wants_usage:
                 continue  # the usage chunk the gateway asked for, not the client
             if data == sse.DONE and query is not None and (answer := captured.answer()):
@@ -183,6 +207,13 @@ async def _relay(
 
 def _tokens(usage: dict[str, Any]) -> int:
     return int(usage.get("total_tokens") or 0)
+
+
+def _completion_tokens(data: bytes) -> int:
+    try:
+        return int(json.loads(data)["usage"]["completion_tokens"] or 0)
+    except (ValueError, KeyError, TypeError):
+        return 0
 
 
 async def _insert(svc: Services, query: CacheQuery, answer: CachedAnswer) -> None:

@@ -14,9 +14,6 @@ router = APIRouter()
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    svc = services(request)
-    for backend in svc.pool.backends:
-        svc.metrics.backend_up.labels(backend.url).set(1 if backend.healthy else 0)
-        svc.metrics.in_flight.labels(backend.url).set(backend.in_flight)
-    svc.metrics.queue_depth.set(svc.admission.queue_depth)
-    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    registry = services(request).metrics
+    registry.refresh()  # gauges mirroring engines, breakers and the queue
+    return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)

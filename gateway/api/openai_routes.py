@@ -14,6 +14,7 @@ from gateway.api.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
     enforce_limits,
+    openapi_operation,
     read_json,
     validate_model,
 )
@@ -21,7 +22,7 @@ from gateway.api.schemas import (
 router = APIRouter()
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", openapi_extra=openapi_operation(ChatCompletionRequest))
 async def chat_completions(request: Request) -> Response:
     svc = services(request)
     caller = svc.auth.caller(request.headers.get("authorization"))
@@ -32,7 +33,7 @@ async def chat_completions(request: Request) -> Response:
     return await complete(svc, "chat", body, caller, request.headers.get("cache-control"))
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", openapi_extra=openapi_operation(CompletionRequest))
 async def completions(request: Request) -> Response:
     svc = services(request)
     caller = svc.auth.caller(request.headers.get("authorization"))

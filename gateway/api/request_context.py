@@ -1,5 +1,10 @@
 """Per-request bookkeeping as plain ASGI middleware (it must not buffer streams): the request
-id (``x-request-id`` accepted or made, and returned), request metrics, one access-log line."""
+id (``x-request-id`` accepted or made, and returned), request metrics, one access-log line.
+
+The access line carries what handlers ``annotate()`` (model, tenant; the prompt only when
+``log_prompts`` is on). Probes, scrapes and dashboard polls log at debug level so that the
+info-level log stays one line per real request.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,18 @@ import logging
 import re
 import time
 import uuid
+from typing import Any
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.observability import REQUEST_ID, Metrics
+from gateway.observability import REQUEST_FIELDS, REQUEST_ID, REQUEST_STARTED, Metrics
 
 log = logging.getLogger("gateway.access")
 
 ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/ready", "/metrics")
+COMPLETION_ROUTES = ("/v1/chat/completions", "/v1/completions")
+QUIET_ROUTES = ("/health", "/ready", "/metrics", "/dashboard")
 _ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -23,7 +31,11 @@ def route_label(path: str) -> str:
     """A bounded label set: unknown paths must not grow the metrics without end."""
     if path in ROUTES:
         return path
-    return "/admin" if path.startswith("/admin/") else "other"
+    if path.startswith("/admin/"):
+        return "/admin"
+    if path == "/dashboard" or path.startswith("/dashboard/"):
+        return "/dashboard"
+    return "other"
 
 
 class RequestContext:
@@ -37,10 +49,12 @@ class RequestContext:
             return
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _ID.match(given) else uuid.uuid4().hex
-        token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
+        fields: dict[str, Any] = {}
+        tokens = (REQUEST_ID.set(request_id), REQUEST_STARTED.set(started))
+        fields_token = REQUEST_FIELDS.set(fields)
         route = route_label(scope["path"])
-        seen: dict[str, str] = {"status": "500", "cache": "none", "backend": ""}
+        seen: dict[str, str] = {"status": "500", "cache": "none", "backend": "", "similarity": ""}
 
         async def send_with_context(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -49,30 +63,49 @@ class RequestContext:
                 seen["status"] = str(message["status"])
                 seen["cache"] = headers.get("x-cache", "none")
                 seen["backend"] = headers.get("x-gateway-backend", "")
+                seen["similarity"] = headers.get("x-cache-similarity", "")
             elif message["type"] == "http.response.body" and not message.get("more_body"):
-                self._done(route, seen, time.perf_counter() - started, scope)
+                self._done(route, seen, time.perf_counter() - started, scope, fields)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_context)
         finally:
-            REQUEST_ID.reset(token)
+            REQUEST_FIELDS.reset(fields_token)
+            REQUEST_STARTED.reset(tokens[1])
+            REQUEST_ID.reset(tokens[0])
 
-    def _done(self, route: str, seen: dict[str, str], seconds: float, scope: Scope) -> None:
+    def _done(
+        self,
+        route: str,
+        seen: dict[str, str],
+        seconds: float,
+        scope: Scope,
+        fields: dict[str, Any],
+    ) -> None:
         self.metrics.requests.labels(route, seen["status"], seen["cache"]).inc()
-        if route.startswith("/v1/") and route != "/v1/models":
-            model = scope.get("state", {}).get("model", "")
+        model = scope.get("state", {}).get("model", "")
+        if route in COMPLETION_ROUTES:
             self.metrics.request_seconds.labels(
                 route, seen["cache"], seen["backend"], model
             ).observe(seconds)
-        log.info(
+        extra: dict[str, Any] = {
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": int(seen["status"]),
+            "ms": round(seconds * 1000, 2),
+        }
+        if route in COMPLETION_ROUTES:
+            extra.update(cache=seen["cache"], model=model, backend=seen["backend"] or None)
+            if seen["similarity"]:
+                extra["similarity"] = float(seen["similarity"])
+        extra.update(fields)
+        quiet = route in QUIET_ROUTES and int(seen["status"]) < 400
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
             "%s %s %s",
             scope["method"],
             scope["path"],
             seen["status"],
-            extra={
-                "status": int(seen["status"]),
-                "cache": seen["cache"],
-                "ms": round(seconds * 1000, 2),
-            },
+            extra=extra,
         )

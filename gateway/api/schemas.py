@@ -7,6 +7,7 @@ passed to the engine unchanged (the engine validates what it owns).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -46,6 +47,8 @@ class CompletionRequest(_Body):
 
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
+MAX_JSON_DEPTH = 64  # a tool's JSON schema is the deepest thing in real requests: ~10 levels
+_TOO_DEEP = f"The request body is nested deeper than {MAX_JSON_DEPTH} levels."
 
 
 async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
@@ -61,12 +64,115 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
             raise PayloadTooLarge(f"Request body is larger than {max_bytes} bytes.")
         chunks.append(chunk)
     try:
-        body = json.loads(b"".join(chunks))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from exc
+        body = json.loads(b"".join(chunks), parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError as exc:
+        raise InvalidRequest(_TOO_DEEP) from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN, huge integers
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}"[:300]) from exc
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    _check_json(body)
     return body
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text[:20]} is out of range")
+    return number
+
+
+def _check_json(body: dict[str, Any]) -> None:
+    """Nesting at most MAX_JSON_DEPTH deep (deeper would exhaust the recursion of the code that
+    keys, hashes and forwards the body) and no lone UTF-16 surrogate (a \\udXXX escape without
+    its pair: not encodable as UTF-8, so neither forwardable nor storable)."""
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidRequest(_TOO_DEEP)
+        if isinstance(value, dict):
+            stack.extend((key, depth) for key in value)
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InvalidRequest("The request body holds a lone UTF-16 surrogate.") from exc
+
+
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "integer", "null"]},
+            },
+        }
+    },
+}
+_SSE_EVENT = {  # one event: a JSON chunk, [DONE] at the end, or an error object mid-way
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string"}},
+}
+_ERRORS = {
+    "400": "Invalid request (bad JSON, a field out of range, over a limit, a prompt too long).",
+    "401": "Missing or unknown API key.",
+    "404": "Unknown model.",
+    "413": "Request body over limits.max_body_bytes.",
+    "429": "Rate limited or every engine busy: retry after the Retry-After header's seconds.",
+    "503": "No engine could answer.",
+    "504": "Cache-Control: only-if-cached and no cached answer.",
+}
+
+
+def openapi_operation(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI fields of a route that reads its body by hand (``read_json``): the body's schema
+    from ``model`` (its ``$defs`` inlined) and the answers. Documentation only: parsing is not
+    affected."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    errors = {"content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": inline(schema)}},
+        },
+        "responses": {
+            "200": {
+                "description": "The answer as JSON, or as server-sent events when stream is true.",
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "text/event-stream": {"itemSchema": _SSE_EVENT},  # OpenAPI 3.2 style
+                },
+            },
+            **{code: {"description": text, **errors} for code, text in _ERRORS.items()},
+        },
+    }
 
 
 def validate_model(model: type[BodyT], body: dict[str, Any]) -> BodyT:

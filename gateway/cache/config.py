@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -69,6 +69,18 @@ class CacheConfig(BaseModel):
         default=200_000, ge=1, description="In-process store only: entries over all scopes."
     )
     search_k: int = Field(default=4, ge=1, le=100, description="Neighbours fetched per search.")
+    policy: Literal["threshold", "consensus"] = Field(
+        default="threshold",
+        description="threshold: serve the nearest entry at or above the threshold. consensus: "
+        "also weigh the answers of the 10 nearest entries with a light verifier "
+        "(gateway/cache/decision.py); more hits at no more false hits where entries share "
+        "answers, the threshold rule where they do not.",
+    )
+    consensus_min_score: float | None = Field(
+        default=None,
+        description="consensus only: the verifier's cut (higher = fewer, safer hits); "
+        "None = the fitted default.",
+    )
     sweep_interval_s: float = Field(
         default=60.0, gt=0, description="Period of the sweep that removes expired vectors."
     )
@@ -83,6 +95,21 @@ class CacheConfig(BaseModel):
         ge=0,
         description="After a store error, skip the store this long before trying it again.",
     )
+    redis_ca_cert: Path | None = Field(
+        default=None,
+        description="rediss:// only: PEM bundle of the CA that signed Redis's certificate; "
+        "None = the system's CAs.",
+    )
+    redis_client_cert: Path | None = Field(
+        default=None, description="rediss:// only: PEM client certificate (tls-auth-clients)."
+    )
+    redis_client_key: Path | None = Field(
+        default=None, description="rediss:// only: the client certificate's private key."
+    )
+    redis_tls_verify: bool = Field(
+        default=True,
+        description="rediss:// only: verify Redis's certificate and host name (off: tests only).",
+    )
     redis_connect_timeout_s: float = Field(default=0.5, gt=0)
     redis_socket_timeout_s: float = Field(default=0.25, gt=0)
     redis_max_connections: int = Field(default=64, ge=1)
@@ -95,6 +122,25 @@ class CacheConfig(BaseModel):
             if not 0 < threshold <= 1:
                 raise ValueError(f"threshold of {name!r} must be in (0, 1], got {threshold}")
         return value
+
+    def redis_tls_options(self) -> dict[str, Any]:
+        """redis-py connection options for a rediss:// URL ({} for redis://). TLS options
+        with a plain redis:// URL are an error: they would silently mean no TLS at all."""
+        if not (self.redis_url or "").lower().startswith("rediss://"):
+            if self.redis_ca_cert or self.redis_client_cert or self.redis_client_key:
+                raise ValueError("cache.redis_ca_cert/client_cert/client_key need a rediss:// URL")
+            return {}
+        options: dict[str, Any] = {
+            "ssl_cert_reqs": "required" if self.redis_tls_verify else "none",
+            "ssl_check_hostname": self.redis_tls_verify,
+        }
+        if self.redis_ca_cert:
+            options["ssl_ca_certs"] = str(self.redis_ca_cert)
+        if self.redis_client_cert:
+            options["ssl_certfile"] = str(self.redis_client_cert)
+        if self.redis_client_key:
+            options["ssl_keyfile"] = str(self.redis_client_key)
+        return options
 
     def threshold_for(self, model: str, namespace: str, requested: float | None = None) -> float:
         """Precedence: the request, then the namespace, then the model, then the global value."""

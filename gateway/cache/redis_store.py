@@ -23,7 +23,7 @@ Multi-key transactions assume a single Redis (not a cluster).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -108,9 +108,12 @@ class RedisStore:
         socket_timeout_s: float = 0.25,
         max_connections: int = 64,
         clock: Callable[[], float] = time.time,
+        tls: Mapping[str, Any] | None = None,
     ) -> None:
+        """``tls``: redis-py ``ssl_*`` options for rediss:// (CacheConfig.redis_tls_options)."""
         pool = redis.BlockingConnectionPool.from_url(
             url,
+            **(tls or {}),
             max_connections=max_connections,
             timeout=connect_timeout_s,
             socket_connect_timeout=connect_timeout_s,

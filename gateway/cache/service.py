@@ -17,10 +17,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from gateway.cache.config import CacheConfig
 from gateway.cache.control import CacheControl
+from gateway.cache.decision import HitPolicy, build_policy
 from gateway.cache.embedder import Embedder
 from gateway.cache.entry import CachedAnswer, LookupResult, LookupStatus, StoredEntry
 from gateway.cache.memory_store import MemoryStore
@@ -40,6 +41,14 @@ class CacheUnavailable(RuntimeError):
 
 class _StoreFailed(Exception):
     pass
+
+
+class CacheObserver(Protocol):
+    """Told how long each lookup stage took and about each store error (e.g. for metrics)."""
+
+    def on_stage(self, stage: str, seconds: float) -> None: ...
+
+    def on_store_error(self, store: str, kind: str) -> None: ...
 
 
 @dataclass(slots=True)
@@ -67,16 +76,19 @@ class SemanticCache:
         config: CacheConfig,
         *,
         owns_embedder: bool = True,
+        policy: HitPolicy | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.config = config
         self._owns_embedder = owns_embedder
+        self.policy = policy or build_policy(config.policy, min_score=config.consensus_min_score)
         self._clock = clock
         self._counters = _Counters()
         self._down_until = 0.0  # time.monotonic() before which the store is not tried
         self._sweeper: asyncio.Task[None] | None = None
+        self.observer: CacheObserver | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -254,22 +266,24 @@ class SemanticCache:
     # -- internals -------------------------------------------------------------------------
     async def _lookup(self, q: CacheQuery, threshold: float) -> LookupResult:
         max_age = q.control.max_age_s
+        started = time.perf_counter()
         entry = await self._store_call(self.store.get_exact(q.scope, q.exact_key))
+        started = self._observe("exact", started)
         now = self._clock()
         if entry is not None and self._fresh(entry, now, max_age):
             return self._result("hit-exact", entry, 1.0, now, threshold)
         embedding = await self.embedder.embed_query(q.text)
+        started = self._observe("embed", started)
         if embedding.truncated:  # the vector only saw a prefix: comparing it could mislead
             return LookupResult("miss", threshold=threshold)
-        neighbours = await self._store_call(
-            self.store.search(q.scope, embedding.vector, self.config.search_k, threshold)
-        )
+        k, floor = self.policy.search_params(threshold, self.config.search_k)
+        neighbours = await self._store_call(self.store.search(q.scope, embedding.vector, k, floor))
+        self._observe("search", started)
         now = self._clock()
-        for neighbour in neighbours:  # best first
-            if neighbour.similarity >= threshold and self._fresh(neighbour.entry, now, max_age):
-                return self._result(
-                    "hit-semantic", neighbour.entry, neighbour.similarity, now, threshold
-                )
+        live = [n for n in neighbours if self._fresh(n.entry, now, max_age)]  # best first
+        chosen = self.policy.choose(live, threshold, strict=q.control.threshold is not None)
+        if chosen is not None:
+            return self._result("hit-semantic", chosen.entry, chosen.similarity, now, threshold)
         return LookupResult("miss", threshold=threshold)
 
     @staticmethod
@@ -312,6 +326,20 @@ class SemanticCache:
             expires_at=now + ttl,
         )
 
+    def _observe(self, stage: str, started: float) -> float:
+        now = time.perf_counter()
+        if self.observer is not None:
+            self.observer.on_stage(stage, now - started)
+        return now
+
+    def _store_error(self, exc: Exception) -> None:
+        self._counters.store_errors += 1
+        if self.observer is not None:
+            kind = "timeout" if "Timeout" in type(exc).__name__ else "error"
+            self.observer.on_store_error(
+                self.store.name, "rejected" if isinstance(exc, StoreRejected) else kind
+            )
+
     def _store_resting(self) -> bool:
         return time.monotonic() < self._down_until
 
@@ -321,7 +349,7 @@ class SemanticCache:
             async with asyncio.timeout(self.config.store_timeout_s):
                 return await call
         except Exception as exc:
-            self._counters.store_errors += 1
+            self._store_error(exc)
             if not isinstance(exc, StoreRejected):  # down or slow: leave it alone a moment
                 self._down_until = time.monotonic() + self.config.store_retry_after_s
             log.warning("cache store %s failed: %r", self.store.name, exc)
@@ -331,7 +359,7 @@ class SemanticCache:
         try:
             return await call
         except Exception as exc:
-            self._counters.store_errors += 1
+            self._store_error(exc)
             raise CacheUnavailable(f"cache store {self.store.name} failed: {exc!r}") from exc
 
     async def _sweep_forever(self) -> None:
@@ -358,6 +386,7 @@ def build_cache(config: CacheConfig, *, embedder: Embedder | None = None) -> Sem
             connect_timeout_s=config.redis_connect_timeout_s,
             socket_timeout_s=config.redis_socket_timeout_s,
             max_connections=config.redis_max_connections,
+            tls=config.redis_tls_options(),
         )
     else:
         store = MemoryStore(

@@ -1,0 +1,165 @@
+"""Hit policies: which of a lookup's nearest neighbours, if any, a semantic lookup serves.
+
+``threshold`` (the default) serves the nearest live neighbour whose cosine similarity is at
+least the threshold, as RedisVL, LiteLLM and GPTCache do.
+
+``consensus`` looks at the k nearest neighbours together and groups them by answer (the
+answer's text, whitespace collapsed and case folded). Neighbours that share an answer are votes
+for it; the winning answer is the one with the most similarity-weighted votes. A light
+verifier, a logistic model over four cheap features of that neighbourhood (FEATURES), then
+says whether serving the winning answer is safe. Its weights were fitted on a tuning split of
+Banking77 (docs/benchmarks.md, ``python -m load.tune_policy``): a query surrounded by several
+close entries that agree on one answer, with no close entry that disagrees, is served even
+below the threshold, and an entry above the threshold that its neighbourhood contradicts is
+not.
+
+The verifier only speaks when at least ``min_votes`` neighbours share the winning answer; with
+fewer, and wherever no two entries share an answer (answers generated one by one), ``consensus``
+is exactly the threshold rule. A request that sets its own
+threshold (``cache.threshold``) always gets the plain threshold rule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.cache.entry import Neighbour
+
+FEATURES = ("best", "margin", "share", "density")
+
+
+class HitPolicy(Protocol):
+    name: str
+
+    def search_params(self, threshold: float, k: int) -> tuple[int, float]:
+        """(how many neighbours, lowest similarity) the store search must return."""
+        ...
+
+    def choose(
+        self, neighbours: Sequence[Neighbour], threshold: float, *, strict: bool = False
+    ) -> Neighbour | None:
+        """The neighbour to serve (live ones, best first), or None for a miss. ``strict``: the
+        request set its own threshold, so the plain threshold rule applies."""
+        ...
+
+
+def nearest_above(neighbours: Sequence[Neighbour], threshold: float) -> Neighbour | None:
+    for neighbour in neighbours:  # best first
+        if neighbour.similarity >= threshold:
+            return neighbour
+    return None
+
+
+class ThresholdPolicy:
+    """The nearest neighbour at or above the threshold."""
+
+    name = "threshold"
+
+    def search_params(self, threshold: float, k: int) -> tuple[int, float]:
+        return k, threshold
+
+    def choose(
+        self, neighbours: Sequence[Neighbour], threshold: float, *, strict: bool = False
+    ) -> Neighbour | None:
+        return nearest_above(neighbours, threshold)
+
+
+@dataclass(frozen=True, slots=True)
+class Verifier:
+    """A logistic model: accept when ``bias + sum(weights * features) >= min_score``."""
+
+    weights: tuple[float, ...]
+    bias: float
+    min_score: float
+
+    def score(self, features: Sequence[float]) -> float:
+        return self.bias + math.fsum(w * x for w, x in zip(self.weights, features, strict=True))
+
+
+# Fitted by `python -m load.tune_policy` on the tune split; min_score keeps the tune split's
+# false-hit rate at or below the 0.95 threshold's.
+DEFAULT_VERIFIER = Verifier(weights=(11.362, 5.964, 2.447, 11.35), bias=-20.727, min_score=3.623)
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbourhood:
+    """The neighbours grouped by answer, and the winning group's features."""
+
+    winner: Neighbour  # the best neighbour of the winning answer
+    votes: int  # neighbours that carry the winning answer
+    features: tuple[float, ...]  # in FEATURES order
+
+
+def answer_key(neighbour: Neighbour) -> str:
+    return " ".join(neighbour.entry.answer.text.split()).casefold()
+
+
+def neighbourhood(
+    neighbours: Sequence[Neighbour], *, k: int, floor: float, tau: float
+) -> Neighbourhood | None:
+    """Votes of the first k neighbours at or above ``floor`` (best first), weighted by
+    exp((similarity - 1) / tau); ties go to the nearest neighbour's answer."""
+    votes = [n for n in neighbours[:k] if n.similarity >= floor]
+    if not votes:
+        return None
+    weight: dict[str, float] = {}
+    members: dict[str, list[Neighbour]] = {}
+    for n in votes:
+        key = answer_key(n)
+        weight[key] = weight.get(key, 0.0) + math.exp((n.similarity - 1.0) / tau)
+        members.setdefault(key, []).append(n)
+    top_key = answer_key(votes[0])
+    win_key = max(weight, key=lambda key: (weight[key], key == top_key))
+    group = members[win_key]
+    others = [n.similarity for n in votes if answer_key(n) != win_key]
+    best = group[0].similarity
+    dense = [n.similarity for n in group[:3]] + [floor] * max(0, 3 - len(group))
+    features = (
+        best,
+        best - (max(others) if others else floor),
+        weight[win_key] / math.fsum(weight.values()),
+        sum(dense) / 3,
+    )
+    return Neighbourhood(group[0], len(group), features)
+
+
+@dataclass(slots=True)
+class ConsensusPolicy:
+    """Answer agreement among the k nearest neighbours, checked by a light verifier."""
+
+    k: int = 10
+    floor: float = 0.7
+    tau: float = 0.2
+    min_votes: int = 3
+    verifier: Verifier = field(default_factory=lambda: DEFAULT_VERIFIER)
+    name: str = "consensus"
+
+    def search_params(self, threshold: float, k: int) -> tuple[int, float]:
+        return max(k, self.k), min(threshold, self.floor)
+
+    def choose(
+        self, neighbours: Sequence[Neighbour], threshold: float, *, strict: bool = False
+    ) -> Neighbour | None:
+        if strict:
+            return nearest_above(neighbours, threshold)
+        hood = neighbourhood(neighbours, k=self.k, floor=self.floor, tau=self.tau)
+        if hood is None or hood.votes < self.min_votes:  # no consensus to go by
+            return nearest_above(neighbours, threshold)
+        if self.verifier.score(hood.features) >= self.verifier.min_score:
+            return hood.winner
+        return None  # several entries agree, but not closely enough: even above the threshold
+
+
+def build_policy(name: str, *, min_score: float | None = None) -> HitPolicy:
+    """The policy a config names; ``min_score`` overrides the verifier's cut (consensus)."""
+    if name == "threshold":
+        return ThresholdPolicy()
+    if name == "consensus":
+        verifier = DEFAULT_VERIFIER
+        if min_score is not None:
+            verifier = Verifier(verifier.weights, verifier.bias, min_score)
+        return ConsensusPolicy(verifier=verifier)
+    raise ValueError(f"unknown cache policy {name!r}")

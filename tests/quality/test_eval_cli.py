@@ -1,0 +1,75 @@
+"""`python -m gateway cache eval` on small labelled CSVs (real embedder, in a subprocess)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SEED = [
+    ("How do I reset my password?", "password"),
+    ("How do I change my email address?", "email"),
+    ("Where is my card?", "card_arrival"),
+    ("What is the exchange rate today?", "exchange_rate"),
+]
+QUERIES = [
+    ("How do I reset my password?", "password"),  # exact hit
+    ("how do i change my email address", "email"),  # semantic hit (cosine ~1)
+    ("HOW DO I RESET MY PASSWORD", "email"),  # semantic hit with another category: false hit
+    ("What's the weather like in Paris tomorrow?", "weather"),  # miss
+    ("Can I open a joint account with my partner?", "joint_account"),  # miss
+]
+
+
+def write(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "category"])
+        writer.writerows(rows)
+    return path
+
+
+def run_eval(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    seed, queries = write(tmp_path / "seed.csv", SEED), write(tmp_path / "queries.csv", QUERIES)
+    cmd = [sys.executable, "-m", "gateway", "cache", "eval", "--seed", str(seed)]
+    cmd += ["--queries", str(queries), *extra]
+    # No GATEWAY_* settings leak in: the evaluation must not depend on the caller's env.
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_json_line_has_the_rates(tmp_path: Path) -> None:
+    done = run_eval(tmp_path, "--json")
+    assert done.returncode == 0, done.stderr
+    last = done.stdout.strip().splitlines()[-1]
+    summary = json.loads(last)
+    assert list(summary)[:2] == ["hit_rate", "false_hit_rate"]
+    assert summary["hit_rate"] == 3 / 5
+    assert summary["false_hit_rate"] == 1 / 5
+    assert (summary["exact_hits"], summary["semantic_hits"]) == (1, 2)
+    assert summary["queries"] == 5 and summary["seeds"] == 4
+    assert summary["policy"] == "threshold"
+    assert summary["latency_ms"]["p50"] > 0
+
+
+def test_text_report_without_json(tmp_path: Path) -> None:
+    done = run_eval(tmp_path, "--policy", "consensus", "--threshold", "0.97")
+    assert done.returncode == 0, done.stderr
+    assert "hit rate" in done.stdout and "false-hit rate" in done.stdout
+    assert "policy consensus (threshold 0.97)" in done.stdout
+    assert not done.stdout.strip().splitlines()[-1].startswith("{")
+
+
+def test_a_csv_without_the_columns_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("question,label\nhi,greeting\n")
+    cmd = [sys.executable, "-m", "gateway", "cache", "eval", "--seed", str(bad)]
+    done = subprocess.run(
+        [*cmd, "--queries", str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0
+    assert "text,category" in done.stderr
