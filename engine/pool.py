@@ -23,6 +23,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -189,13 +190,13 @@ class EnginePool:
 
     # -- internals ------------------------------------------------------------------------
     def _default_factory(self, spec: EngineSpec, log_path: Path) -> EngineProcess:
-        kwargs: dict[str, object] = {
-            "startup_timeout": self.config.startup_timeout_s,
-            "stop_grace": self.config.stop_grace_s,
-        }
-        if self.config.python:
-            kwargs["python"] = self.config.python
-        return EngineProcess(spec, log_path, **kwargs)  # type: ignore[arg-type]
+        return EngineProcess(
+            spec,
+            log_path,
+            startup_timeout=self.config.startup_timeout_s,
+            stop_grace=self.config.stop_grace_s,
+            python=self.config.python or sys.executable,
+        )
 
     def _condition(self) -> asyncio.Condition:
         if self._changed is None:

@@ -27,6 +27,7 @@ from gateway.routing.admission import Admission
 from gateway.routing.backends import BackendPool
 from gateway.routing.budget import TokenBudget
 from gateway.routing.config import KeyLimit, RateLimitConfig
+from gateway.routing.discovery import PublishedEngines
 from gateway.routing.ratelimit import RateLimiter
 from gateway.routing.upstream import Upstream
 from gateway.timeseries import Sampler
@@ -51,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             pool.add_breaker_listener(metrics.on_breaker)
             await stack.enter_async_context(pool)
+            if settings.backends_file is not None:
+                await stack.enter_async_context(PublishedEngines(pool, settings.backends_file))
             cache = None
             if settings.cache.enabled:
                 cache = await stack.enter_async_context(build_cache(settings.cache))

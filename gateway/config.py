@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     backends: list[BackendConfig] = Field(default_factory=list)
+    backends_file: Path | None = Field(
+        default=None,
+        description="Engine list published by `python -m engine pool` (followed live).",
+    )
     probe_interval_s: float = Field(default=5.0, gt=0, description="Engine health probe period.")
     timeouts: TimeoutConfig = Field(default_factory=TimeoutConfig)
     limits: LimitConfig = Field(default_factory=LimitConfig)

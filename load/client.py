@@ -17,7 +17,9 @@ def require_loopback(url: str) -> str:
     """The URL without a trailing slash; refuses anything but a loopback host."""
     host = urlsplit(url).hostname
     if host not in LOOPBACK:
-        raise SystemExit(f"{url}: only loopback targets are allowed ({', '.join(sorted(LOOPBACK))})")
+        raise SystemExit(
+            f"{url}: only loopback targets are allowed ({', '.join(sorted(LOOPBACK))})"
+        )
     return url.rstrip("/")
 
 

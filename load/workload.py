@@ -7,6 +7,8 @@
 - A session is one conversation: every turn resends the shared system prompt and the whole
   history. It has 1 + Geometric turns (mean ``mean_turns``); a follow-up turn rephrases the
   same intent (probability ``rephrase``) or asks about a new one.
+- A share ``repeat`` of the questions is asked in one of ``COMMON`` fixed phrasings of their
+  intent (suggested questions, copy-paste): exact repeats, as real traffic has.
 - ``warm_per_intent`` texts of each intent are kept apart as the cache's warm-up set (answer:
   one canonical answer per intent) and are never asked, so hits on them are semantic.
 """
@@ -21,6 +23,7 @@ from typing import Any
 from gateway.cache.evaluate import Labelled
 from load.banking77 import by_intent, unique
 
+COMMON = 3
 SYSTEM_PROMPT = (
     "You are the customer-support assistant of Bank77, an online bank. "
     "Answer the customer's question in one short sentence."
@@ -42,7 +45,9 @@ class Session:
 def canonical_answer(intent: str) -> str:
     """The warm-up answer of an intent: unique per intent, so a hit names its intent."""
     topic = intent.replace("_", " ").rstrip("?")
-    return f"[{intent}] Thanks for asking about {topic}: the help centre article on it has the steps."
+    return (
+        f"[{intent}] Thanks for asking about {topic}: the help centre article on it has the steps."
+    )
 
 
 class ChatbotWorkload:
@@ -54,13 +59,14 @@ class ChatbotWorkload:
         zipf_s: float = 1.1,
         mean_turns: float = 1.3,
         rephrase: float = 0.5,
+        repeat: float = 0.2,
         warm_per_intent: int = 0,
         system_prompt: str = SYSTEM_PROMPT,
     ) -> None:
         if mean_turns < 1:
             raise ValueError("mean_turns must be >= 1")
         self.system_prompt = system_prompt
-        self.mean_turns, self.rephrase = mean_turns, rephrase
+        self.mean_turns, self.rephrase, self.repeat = mean_turns, rephrase, repeat
         self.rng = random.Random(seed)
         groups = by_intent(unique(rows))
         self.intents = sorted(groups)
@@ -83,7 +89,10 @@ class ChatbotWorkload:
         return self.rng.choices(self.intents, self.weights)[0]
 
     def _query(self, intent: str) -> Turn:
-        return Turn(intent, self.rng.choice(self.asked[intent]))
+        texts = self.asked[intent]
+        if self.rng.random() < self.repeat:
+            return Turn(intent, self.rng.choice(texts[:COMMON]))
+        return Turn(intent, self.rng.choice(texts))
 
     def session(self) -> Session:
         turns = [self._query(self._intent())]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Coroutine
 from typing import Any
 
 from fastapi import APIRouter
@@ -20,6 +23,33 @@ from gateway.api.schemas import (
 )
 
 router = APIRouter()
+CLIENT_CLOSED = 499  # nginx's "client closed request": logged and counted, never received
+
+
+async def _unless_client_leaves(request: Request, work: Coroutine[Any, Any, Response]) -> Response:
+    """Runs ``work`` (queueing, the engine call, or a stream's start) unless the client hangs
+    up first: then it is cancelled, which closes the engine request (vLLM aborts it) or leaves
+    the admission queue. Starlette cancels nothing for a client that leaves before the response
+    starts; a streaming response watches for the disconnect itself once it has started."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return Response(status_code=CLIENT_CLOSED)
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client disconnects (the body has been read: nothing else arrives)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 @router.post("/v1/chat/completions", openapi_extra=openapi_operation(ChatCompletionRequest))
@@ -30,7 +60,9 @@ async def chat_completions(request: Request) -> Response:
     parsed = validate_model(ChatCompletionRequest, body)
     enforce_limits(parsed, svc.settings.limits)
     request.state.model = parsed.model
-    return await complete(svc, "chat", body, caller, request.headers.get("cache-control"))
+    return await _unless_client_leaves(
+        request, complete(svc, "chat", body, caller, request.headers.get("cache-control"))
+    )
 
 
 @router.post("/v1/completions", openapi_extra=openapi_operation(CompletionRequest))
@@ -41,7 +73,9 @@ async def completions(request: Request) -> Response:
     parsed = validate_model(CompletionRequest, body)
     enforce_limits(parsed, svc.settings.limits)
     request.state.model = parsed.model
-    return await complete(svc, "completion", body, caller, request.headers.get("cache-control"))
+    return await _unless_client_leaves(
+        request, complete(svc, "completion", body, caller, request.headers.get("cache-control"))
+    )
 
 
 @router.get("/v1/models")

@@ -13,6 +13,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -195,38 +196,89 @@ def _poll(check: Any, timeout_s: float) -> float:
     return time.monotonic() - started
 
 
+def test_a_client_that_gives_up_before_the_answer_frees_its_slot_and_queue_place() -> None:
+    """A non-streaming request holds an engine slot until the engine answers; one waiting for a
+    slot holds a queue place. A client that hangs up must give both back at once, not when the
+    engine finishes (found by this suite: before the fix the engine kept generating)."""
+    with (
+        running_fault_engine(delay_s=30.0) as engine,
+        running_gateway(
+            backends=[BackendConfig(url=engine.url, max_in_flight=1)],
+            auth=ADMIN_ONLY,
+            routing={"admission": {"queue_size": 4, "max_wait_s": 30}},
+            cache={"enabled": False},
+        ) as url,
+    ):
+
+        def give_up(text: str, after_s: float) -> None:
+            with pytest.raises(httpx.TimeoutException):
+                httpx.post(f"{url}/v1/chat/completions", json=_chat(text), timeout=after_s)
+
+        with ThreadPoolExecutor(2) as pool:
+            holder = pool.submit(give_up, "takes the slot", 2.5)
+            time.sleep(0.5)
+            queued = pool.submit(give_up, "waits in the queue", 1.0)
+            time.sleep(0.3)
+            assert _admission(url)["admission"]["queue_depth"] == 1
+            queued.result()
+            time.sleep(0.3)
+            state = _admission(url)["admission"]  # the slot is still held, the queue is empty
+            assert state["queue_depth"] == 0 and state["in_flight"] == {MODEL: 1}, state
+            holder.result()
+        started = time.monotonic()
+        _settled(url, timeout_s=3)  # the engine would take 30 s: the slot came back at once
+        assert time.monotonic() - started < 3
+        assert engine.calls == 1  # the queued request never reached the engine
+
+
 @pytest.mark.e2e
-@pytest.mark.parametrize("cache", [True, False], ids=["cacheable", "uncached"])
-def test_client_disconnect_mid_stream_aborts_the_engine_request(engine: Any, cache: bool) -> None:
-    """With the cache on, the stream is a coalesced flight: when its only listener leaves, the
-    flight is cancelled; with it off, the relay closes the engine response directly. Either
-    way vLLM must see the disconnect and abort: num_requests_running drops back to 0."""
+@pytest.mark.parametrize(
+    ("stream", "cache"),
+    [(True, True), (True, False), (False, True)],
+    ids=["stream-cacheable", "stream-uncached", "whole-answer"],
+)
+def test_client_disconnect_aborts_the_engine_request(
+    engine: Any, stream: bool, cache: bool
+) -> None:
+    """With the cache on, the request is a coalesced flight: when its only listener leaves, the
+    flight is cancelled; with it off, the relay closes the engine response directly; a client
+    waiting for a whole answer is watched until the answer is ready. Each time vLLM must see the
+    disconnect and abort: vllm:num_requests_running drops back to 0 within seconds."""
     body = {
         "model": engine.model,
         "messages": [
-            {"role": "user", "content": f"Count slowly from one to a thousand ({cache})."}
+            {"role": "user", "content": f"Count slowly to a thousand ({stream}, {cache})."}
         ],
         "max_tokens": 400,
         "ignore_eos": True,
         "temperature": 0,
-        "stream": True,
+        "stream": stream,
     }
     with running_gateway(
         backends=[BackendConfig(url=engine.url)], auth=ADMIN_ONLY, cache={"enabled": cache}
     ) as url:
         _poll(lambda: _running(engine.url) == 0, 30)  # nothing else is running on it
-        with (
-            httpx.Client(timeout=60) as client,
-            client.stream("POST", f"{url}/v1/chat/completions", json=body) as r,
-        ):
-            assert r.status_code == 200
-            generating = 0.0
-            for received, _ in enumerate(_data_events(r.iter_lines()), start=1):
-                if received == 3:
-                    generating = _running(engine.url)
-                    break  # closing the line iterator already drops the connection
+        generating = 0.0
+        if stream:
+            with (
+                httpx.Client(timeout=60) as client,
+                client.stream("POST", f"{url}/v1/chat/completions", json=body) as r,
+            ):
+                assert r.status_code == 200
+                for received, _ in enumerate(_data_events(r.iter_lines()), start=1):
+                    if received == 3:
+                        generating = _running(engine.url)
+                        break  # closing the line iterator already drops the connection
+        else:
+            with ThreadPoolExecutor(1) as pool:
+                waiting = pool.submit(
+                    httpx.post, f"{url}/v1/chat/completions", json=body, timeout=5
+                )
+                _poll(lambda: _running(engine.url) >= 1, 5)
+                generating = _running(engine.url)
+                with pytest.raises(httpx.TimeoutException):  # 400 tokens take far longer
+                    waiting.result()
         assert generating >= 1, "the engine was not generating for us mid-stream"
-        # Leaving the blocks closed the response and the connection mid-stream.
         took = _poll(lambda: _running(engine.url) == 0, 10)
         assert took < 5, f"the engine kept generating {took:.1f} s after the client left"
         _settled(url)

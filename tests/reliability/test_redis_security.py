@@ -130,6 +130,15 @@ async def test_an_acl_user_limited_to_the_cache_keys_runs_the_whole_cache(
     await _works(_config(url), shared_embedder)
 
 
+async def test_a_requirepass_server_works_with_the_password_in_the_url(
+    shared_embedder: Embedder,
+) -> None:
+    """The older AUTH form: one password for the default user (``redis://:PASSWORD@host``)."""
+    with RedisProcess(["--requirepass", PASSWORD]) as server:
+        await _works(_config(f"redis://:{PASSWORD}@127.0.0.1:{server.port}"), shared_embedder)
+        await _refused(_config(f"redis://127.0.0.1:{server.port}"), shared_embedder)
+
+
 @pytest.mark.parametrize(
     ("credentials", "prefix"),
     [
