@@ -9,7 +9,7 @@ import httpx
 from gateway.config import BackendConfig
 from tests.support.gateway import running_gateway
 from tests.support.servers import free_port
-from tests.support.stub_engine import MODEL, running_stub
+from tests.support.stub_engines import MODEL, running_fault_engine
 
 # These tests are about engines, not the cache: repeated identical requests must reach them.
 NO_CACHE = {"enabled": False}
@@ -23,7 +23,7 @@ def _events(text: str) -> list[str]:
 def test_dead_engine_fails_over_to_a_live_one() -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     with (
-        running_stub() as stub,
+        running_fault_engine() as stub,
         running_gateway(
             cache=NO_CACHE,
             backends=[BackendConfig(url=dead, models=[MODEL]), BackendConfig(url=stub.url)],
@@ -48,8 +48,8 @@ def test_only_dead_engines_give_503_in_openai_shape() -> None:
 
 def test_engine_503_is_retried_on_the_next_engine() -> None:
     with (
-        running_stub("fail") as failing,
-        running_stub() as good,
+        running_fault_engine(mode="fail") as failing,
+        running_fault_engine() as good,
         running_gateway(
             cache=NO_CACHE, backends=[BackendConfig(url=failing.url), BackendConfig(url=good.url)]
         ) as gw,
@@ -61,7 +61,7 @@ def test_engine_503_is_retried_on_the_next_engine() -> None:
 
 def test_engine_client_error_is_passed_on_in_openai_shape() -> None:
     with (
-        running_stub("reject") as stub,
+        running_fault_engine(mode="reject") as stub,
         running_gateway(cache=NO_CACHE, backends=[BackendConfig(url=stub.url)]) as gw,
     ):
         r = httpx.post(f"{gw}/v1/chat/completions", json=CHAT)
@@ -74,7 +74,7 @@ def test_engine_client_error_is_passed_on_in_openai_shape() -> None:
 
 def test_stalled_engine_times_out_with_503() -> None:
     with (
-        running_stub("hang") as stub,
+        running_fault_engine(mode="hang") as stub,
         running_gateway(
             cache=NO_CACHE, backends=[BackendConfig(url=stub.url)], timeouts={"first_byte_s": 0.5}
         ) as gw,
@@ -86,7 +86,7 @@ def test_stalled_engine_times_out_with_503() -> None:
 
 def test_stream_cut_mid_way_ends_with_an_error_event_and_no_done() -> None:
     with (
-        running_stub("cut") as stub,
+        running_fault_engine(mode="cut") as stub,
         running_gateway(cache=NO_CACHE, backends=[BackendConfig(url=stub.url)]) as gw,
     ):
         r = httpx.post(f"{gw}/v1/chat/completions", json={**CHAT, "stream": True})

@@ -10,19 +10,19 @@ import pytest
 
 from gateway.config import BackendConfig
 from tests.support.gateway import running_gateway
-from tests.support.stub_engine import MODEL, StubEngine, running_stub
+from tests.support.stub_engines import MODEL, FaultEngine, running_fault_engine
 
 LIMITS = {"max_body_bytes": 4096, "max_messages": 3, "max_prompt_chars": 100, "max_tokens": 50}
 
 
 @pytest.fixture(scope="module")
-def stub() -> Iterator[StubEngine]:
-    with running_stub() as engine:
+def stub() -> Iterator[FaultEngine]:
+    with running_fault_engine() as engine:
         yield engine
 
 
 @pytest.fixture(scope="module")
-def gateway_url(stub: StubEngine) -> Iterator[str]:
+def gateway_url(stub: FaultEngine) -> Iterator[str]:
     with running_gateway(
         backends=[BackendConfig(url=stub.url)], limits=LIMITS, cache={"enabled": False}
     ) as url:
@@ -61,7 +61,7 @@ def _user(text: str) -> dict[str, str]:
 )
 def test_violations_are_4xx_and_never_reach_the_engine(
     gateway_url: str,
-    stub: StubEngine,
+    stub: FaultEngine,
     path: str,
     body: dict[str, Any],
     status: int,
@@ -76,7 +76,7 @@ def test_violations_are_4xx_and_never_reach_the_engine(
     assert stub.calls == before
 
 
-def test_within_limits_reaches_the_engine(gateway_url: str, stub: StubEngine) -> None:
+def test_within_limits_reaches_the_engine(gateway_url: str, stub: FaultEngine) -> None:
     before = stub.calls
     r = httpx.post(
         f"{gateway_url}/v1/chat/completions",

@@ -9,7 +9,7 @@ import httpx
 
 from engine.registry import BackendEntry, PublishedPool, write_published
 from tests.support.gateway import running_gateway
-from tests.support.stub_engine import MODEL, running_stub
+from tests.support.stub_engines import MODEL, running_fault_engine
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -31,8 +31,8 @@ def _wait_for(gateway: str, status: int) -> httpx.Response:
 def test_engines_join_and_leave_without_a_restart(tmp_path: Path) -> None:
     published = tmp_path / "engines.json"
     with (
-        running_stub() as first,
-        running_stub() as second,
+        running_fault_engine() as first,
+        running_fault_engine() as second,
         running_gateway(backends_file=published, cache={"enabled": False}) as gateway,
     ):
         assert httpx.post(f"{gateway}/v1/chat/completions", json=CHAT).status_code == 503

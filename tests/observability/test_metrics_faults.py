@@ -15,7 +15,7 @@ from gateway.config import BackendConfig
 from tests.observability.helpers import scrape
 from tests.support.gateway import running_gateway
 from tests.support.servers import free_port
-from tests.support.stub_engine import MODEL, running_stub
+from tests.support.stub_engines import MODEL, running_fault_engine
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 NO_CACHE = {"enabled": False}
@@ -35,7 +35,7 @@ def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 10.0) -> N
 def test_redis_errors_are_counted_and_requests_bypass() -> None:
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"
     with (
-        running_stub() as stub,
+        running_fault_engine() as stub,
         running_gateway(
             backends=[BackendConfig(url=stub.url)],
             cache={"redis_url": dead_redis, "store_retry_after_s": 0},
@@ -54,7 +54,7 @@ def test_redis_errors_are_counted_and_requests_bypass() -> None:
 def test_an_opening_breaker_is_exported_and_shown() -> None:
     routing = {"breaker": {"failure_threshold": 2, "cooldown_s": 60}, "retry": {"max_attempts": 1}}
     with (
-        running_stub("fail") as failing,
+        running_fault_engine(mode="fail") as failing,
         running_gateway(
             backends=[BackendConfig(url=failing.url)], cache=NO_CACHE, routing=routing
         ) as gw,
@@ -100,7 +100,7 @@ def requests_in_background(url: str, count: int) -> Iterator[list[int]]:
 
 def test_in_flight_and_queue_depth_follow_a_full_engine() -> None:
     with (
-        running_stub("hang") as hanging,
+        running_fault_engine(mode="hang") as hanging,
         running_gateway(
             backends=[BackendConfig(url=hanging.url, max_in_flight=1)],
             cache=NO_CACHE,
@@ -123,7 +123,7 @@ def test_in_flight_and_queue_depth_follow_a_full_engine() -> None:
 def test_rate_limited_requests_are_counted() -> None:
     limits = {"rate_limits": {"default": {"requests_per_minute": 1}}}
     with (
-        running_stub() as stub,
+        running_fault_engine() as stub,
         running_gateway(
             backends=[BackendConfig(url=stub.url)], cache=NO_CACHE, routing=limits
         ) as gw,
