@@ -21,6 +21,7 @@ from gateway.api.schemas import (
     read_json,
     validate_model,
 )
+from gateway.cache.policy import Kind
 
 router = APIRouter()
 CLIENT_CLOSED = 499  # nginx's "client closed request": logged and counted, never received
@@ -54,28 +55,24 @@ async def _disconnected(request: Request) -> None:
 
 @router.post("/v1/chat/completions", openapi_extra=openapi_operation(ChatCompletionRequest))
 async def chat_completions(request: Request) -> Response:
-    svc = services(request)
-    caller = svc.auth.caller(request.headers.get("authorization"))
-    body = await read_json(request, svc.settings.limits.max_body_bytes)
-    parsed = validate_model(ChatCompletionRequest, body)
-    enforce_limits(parsed, svc.settings.limits)
-    request.state.model = parsed.model
-    return await _unless_client_leaves(
-        request, complete(svc, "chat", body, caller, request.headers.get("cache-control"))
-    )
+    return await _completion(request, "chat", ChatCompletionRequest)
 
 
 @router.post("/v1/completions", openapi_extra=openapi_operation(CompletionRequest))
 async def completions(request: Request) -> Response:
+    return await _completion(request, "completion", CompletionRequest)
+
+
+async def _completion(
+    request: Request, kind: Kind, schema: type[ChatCompletionRequest | CompletionRequest]
+) -> Response:
     svc = services(request)
     caller = svc.auth.caller(request.headers.get("authorization"))
     body = await read_json(request, svc.settings.limits.max_body_bytes)
-    parsed = validate_model(CompletionRequest, body)
+    parsed = validate_model(schema, body)
     enforce_limits(parsed, svc.settings.limits)
     request.state.model = parsed.model
-    return await _unless_client_leaves(
-        request, complete(svc, "completion", body, caller, request.headers.get("cache-control"))
-    )
+    return await complete(svc, kind, body, caller, request.headers.get("cache-control"))
 
 
 @router.get("/v1/models")
