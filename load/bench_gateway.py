@@ -155,19 +155,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     timeout = aiohttp.ClientTimeout(total=300)
     with stack.engine(url=args.engine_url) as engine:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-            for name in ("memory", "redis"):
+            for name in args.variants.split(","):
+                store, _, fix = name.partition("+")
+                env = {"OPENBLAS_NUM_THREADS": "1"} if fix == "blas1" else {}
                 with (
-                    stack.redis() if name == "redis" else contextlib.nullcontext() as redis_url,
-                    stack.gateway(engine, admin_key=ADMIN, redis_url=redis_url) as url,
+                    stack.redis() if store == "redis" else contextlib.nullcontext() as redis_url,
+                    stack.gateway(
+                        engine, admin_key=ADMIN, redis_url=redis_url, extra_env=env
+                    ) as url,
                 ):
-                    print(
-                        f"[bench] gateway with the {name} store at {url}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                    print(f"[bench] {name}: gateway at {url}", file=sys.stderr, flush=True)
                     report[name] = await bench_gateway(
                         http, url, engine.model, parts.seed, semantic, args.n1, args.n32
                     )
+                    report[name]["gateway_env"] = env
             texts = [r.text for r in parts.seed]
             await drive(http, engine.url, engine.model, texts[:2], 1)
             report["engine"] = {
@@ -189,10 +190,15 @@ def main() -> None:
     )
     parser.add_argument("--engine-url", help="use this running engine instead of starting one")
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
-    parser.add_argument("--n1", type=int, default=300, help="requests at 1 client")
-    parser.add_argument("--n32", type=int, default=1200, help="requests at 32 clients")
+    parser.add_argument(
+        "--variants",
+        default="memory,memory+blas1,redis,redis+blas1",
+        help="gateways to measure, in order (store[+blas1])",
+    )
+    parser.add_argument("--n1", type=int, default=200, help="requests at 1 client")
+    parser.add_argument("--n32", type=int, default=800, help="requests at 32 clients")
     parser.add_argument("--engine-n1", type=int, default=12)
-    parser.add_argument("--engine-n32", type=int, default=64)
+    parser.add_argument("--engine-n32", type=int, default=32)
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()
     report = asyncio.run(run(args))

@@ -72,7 +72,9 @@ async def _completion(
     parsed = validate_model(schema, body)
     enforce_limits(parsed, svc.settings.limits)
     request.state.model = parsed.model
-    return await complete(svc, kind, body, caller, request.headers.get("cache-control"))
+    return await _unless_client_leaves(
+        request, complete(svc, kind, body, caller, request.headers.get("cache-control"))
+    )
 
 
 @router.get("/v1/models")

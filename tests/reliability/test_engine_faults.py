@@ -58,6 +58,13 @@ def _settled(url: str, timeout_s: float = 5.0) -> dict[str, Any]:
         time.sleep(0.1)
 
 
+def _wait(check: Any, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
 def _wait_ready(url: str, timeout_s: float = 15.0) -> None:
     deadline = time.monotonic() + timeout_s
     while httpx.get(f"{url}/ready").status_code != 200:
@@ -116,7 +123,7 @@ def test_engine_stalled_mid_stream_is_cut_by_the_idle_timeout() -> None:
         assert r.status_code == 200 and "[DONE]" not in events
         assert json.loads(events[0])["choices"][0]["delta"]["content"] == "Hello"
         assert json.loads(events[-1])["error"]["code"] == "stream_interrupted"
-        assert 0.5 <= took < 3
+        assert 0.5 <= took < 5
         _settled(url)
 
 
@@ -168,7 +175,7 @@ def test_clients_that_stop_reading_hold_no_engine_slot_and_block_no_one() -> Non
                     assert r.status_code == 200
                     received = sum(len(chunk) for chunk in r.iter_bytes())
                 assert received > 4_000_000
-                assert time.monotonic() - started < 10
+                assert time.monotonic() - started < 15
         finally:
             for sock in slow:
                 sock.close()
@@ -214,16 +221,17 @@ def test_a_client_that_gives_up_before_the_answer_frees_its_slot_and_queue_place
             with pytest.raises(httpx.TimeoutException):
                 httpx.post(f"{url}/v1/chat/completions", json=_chat(text), timeout=after_s)
 
+        def admission() -> dict[str, Any]:
+            return dict(_admission(url)["admission"])
+
         with ThreadPoolExecutor(2) as pool:
-            holder = pool.submit(give_up, "takes the slot", 2.5)
-            time.sleep(0.5)
-            queued = pool.submit(give_up, "waits in the queue", 1.0)
-            time.sleep(0.3)
-            assert _admission(url)["admission"]["queue_depth"] == 1
+            holder = pool.submit(give_up, "takes the slot", 8.0)
+            _wait(lambda: engine.calls == 1)
+            queued = pool.submit(give_up, "waits in the queue", 1.5)
+            _wait(lambda: admission()["queue_depth"] == 1)
             queued.result()
-            time.sleep(0.3)
-            state = _admission(url)["admission"]  # the slot is still held, the queue is empty
-            assert state["queue_depth"] == 0 and state["in_flight"] == {MODEL: 1}, state
+            _wait(lambda: admission()["queue_depth"] == 0, timeout_s=1.0)
+            assert admission()["in_flight"] == {MODEL: 1}  # the holder still holds its slot
             holder.result()
         started = time.monotonic()
         _settled(url, timeout_s=3)  # the engine would take 30 s: the slot came back at once
