@@ -64,6 +64,7 @@ class _Counters:
     tokens_saved: int = 0
     completion_tokens_saved: int = 0
     swept: int = 0
+    kept: int = 0  # inserts skipped because a live entry already answers the request
 
 
 class SemanticCache:
@@ -168,6 +169,13 @@ class SemanticCache:
             self._counters.insert_errors += 1
             return None
         try:
+            # Never replace a live entry from the request path (e.g. after Cache-Control:
+            # no-cache, or a lookup that bypassed a slow store): a warmed, curated answer stays.
+            # Only the admin warm-up replaces entries.
+            existing = await self._store_call(self.store.get_exact(q.scope, q.exact_key))
+            if existing is not None and existing.is_live(self._clock()):
+                self._counters.kept += 1
+                return None
             embedding = await self.embedder.embed_query(q.text)
             entry = self._new_entry(q, answer, q.control.ttl_s)
             vector = None if embedding.truncated else embedding.vector
@@ -258,6 +266,7 @@ class SemanticCache:
             "completion_tokens_saved": c.completion_tokens_saved,
             "inserts": c.inserts,
             "insert_errors": c.insert_errors,
+            "inserts_kept_existing": c.kept,
             "store_errors": c.store_errors,
             "swept": c.swept,
             "embedder": self.embedder.stats.as_dict(),

@@ -205,12 +205,6 @@ def test_per_request_knobs_never_reach_another_tenant(url: str, engine: FaultEng
         assert _answer_of(foreign) != "Engine answer G.", knobs  # acme's answer, never
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open finding: an insert on the request path replaces the entry with the same exact "
-    "key, so a Cache-Control: no-cache request (or a lookup that bypassed a slow Redis) swaps "
-    "an admin-warmed answer for a generated one; see docs/reliability.md",
-)
 def test_a_no_cache_request_does_not_replace_a_warmed_answer(url: str, engine: FaultEngine) -> None:
     question = "What are your opening hours on bank holidays?"
     warm = httpx.post(
@@ -225,7 +219,7 @@ def test_a_no_cache_request_does_not_replace_a_warmed_answer(url: str, engine: F
         },
     )
     assert warm.status_code == 200
-    before = cache_stats(url)["inserts"]
+    kept = cache_stats(url)["inserts_kept_existing"]
     _engine_says(engine, "Generated answer I.")
     refreshed = httpx.post(
         f"{url}/v1/chat/completions",
@@ -234,5 +228,8 @@ def test_a_no_cache_request_does_not_replace_a_warmed_answer(url: str, engine: F
         timeout=30,
     )
     assert _answer_of(refreshed) == "Generated answer I."
-    _stored(url, before)
+    deadline = time.monotonic() + 10  # the insert runs after the response: wait for its verdict
+    while cache_stats(url)["inserts_kept_existing"] == kept:
+        assert time.monotonic() < deadline, "the insert never ran"
+        time.sleep(0.05)
     assert _answer_of(_post(url, _chat(engine.model, ("user", question)))) == "Curated."
