@@ -177,15 +177,16 @@ async def test_max_age(cache: SemanticCache) -> None:
         assert fine.age_s is not None and 1.0 <= fine.age_s < 60
 
 
-async def test_no_cache_skips_the_lookup_but_stores(cache: SemanticCache) -> None:
-    await cache.insert(q_chat(cache, RESET), answer("old"))
+async def test_no_cache_skips_the_lookup_stores_but_never_replaces(cache: SemanticCache) -> None:
     no_cache = q_chat(cache, RESET, control=CacheControl(lookup=False))
     result = await cache.lookup(no_cache)
     assert (result.status, result.reason) == ("bypass", "no-cache")
-    assert await cache.insert(no_cache, answer("fresh")) is not None
+    assert await cache.insert(no_cache, answer("first")) is not None  # nothing there: stored
+    assert await cache.insert(no_cache, answer("fresh")) is None  # a live entry is never replaced
     hit = await cache.lookup(q_chat(cache, RESET))
-    assert hit.answer is not None and hit.answer.text == "fresh"  # replaced the old entry
-    assert (await cache.stats())["entries"] == 1
+    assert hit.answer is not None and hit.answer.text == "first"
+    stats = await cache.stats()
+    assert stats["entries"] == 1 and stats["inserts_kept_existing"] == 1
 
 
 async def test_no_store_neither_looks_up_nor_stores(cache: SemanticCache) -> None:
