@@ -51,7 +51,9 @@ def _eval(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("policy", args.policy), ("threshold", args.threshold)) if v}
     config = Settings().cache.model_copy(update=overrides)
     seed, queries = read_labelled(Path(args.seed)), read_labelled(Path(args.queries))
-    result = asyncio.run(evaluate(seed, queries, config, progress=True))
+    result = asyncio.run(
+        evaluate(seed, queries, config, progress=True, insert_misses=args.insert_misses)
+    )
     summary = result.summary()
     print("\n".join(describe(summary)))
     if args.json:
@@ -114,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy", choices=("threshold", "consensus"), help="hit policy (cache.policy)"
     )
     evaluate.add_argument("--threshold", type=float, help="cosine threshold (cache.threshold)")
+    evaluate.add_argument(
+        "--insert-misses",
+        action="store_true",
+        help="store each miss with an answer of its own, as the gateway stores an engine's "
+        "answer (a cache that mixes seeded and generated answers)",
+    )
     evaluate.set_defaults(run=_eval)
     serve.set_defaults(run=_serve)
     up.set_defaults(run=_up)

@@ -140,7 +140,7 @@ def fit(queries: Sequence[Query], base: ConsensusPolicy) -> tuple[Verifier, dict
 
 
 def _with(base: ConsensusPolicy, verifier: Verifier) -> ConsensusPolicy:
-    return ConsensusPolicy(base.k, base.floor, base.tau, base.min_votes, verifier)
+    return ConsensusPolicy(base.k, base.floor, base.tau, base.min_votes, base.outvoted_by, verifier)
 
 
 def curve(queries: Sequence[Query], base: ConsensusPolicy) -> dict[str, list[dict[str, float]]]:
@@ -180,6 +180,15 @@ def plot(data: dict[str, list[dict[str, float]]], path: Path, title: str) -> Non
             marker=marker,
             markersize=3,
             label=f"{name} (sweep of {key})",
+        )
+    chosen = [p for p in data["consensus"] if p["min_score"] == DEFAULT_VERIFIER.min_score]
+    if chosen:
+        ax.scatter(
+            [100 * chosen[0]["false_hit_rate"]],
+            [100 * chosen[0]["hit_rate"]],
+            color="tab:red",
+            zorder=3,
+            label=f"consensus, fitted cut {DEFAULT_VERIFIER.min_score}",
         )
     default = next(p for p in data["threshold"] if p["threshold"] == BASE_THRESHOLD)
     ax.scatter(

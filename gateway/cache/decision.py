@@ -10,8 +10,9 @@ verifier, a logistic model over four cheap features of that neighbourhood (FEATU
 says whether serving the winning answer is safe. Its weights were fitted on a tuning split of
 Banking77 (docs/benchmarks.md, ``python -m load.tune_policy``): a query surrounded by several
 close entries that agree on one answer, with no close entry that disagrees, is served even
-below the threshold, and an entry above the threshold that its neighbourhood contradicts is
-not.
+below the threshold. When the verifier says no, the threshold rule applies, except that an
+entry above the threshold is not served when the majority's nearest entry is almost as close
+(within ``outvoted_by``) and carries another answer.
 
 The verifier only speaks when at least ``min_votes`` neighbours share the winning answer; with
 fewer, and wherever no two entries share an answer (answers generated one by one), ``consensus``
@@ -81,7 +82,7 @@ class Verifier:
 
 # Fitted by `python -m load.tune_policy` on the tune split; min_score keeps the tune split's
 # false-hit rate at or below the 0.95 threshold's.
-DEFAULT_VERIFIER = Verifier(weights=(11.362, 5.964, 2.447, 11.35), bias=-20.727, min_score=3.623)
+DEFAULT_VERIFIER = Verifier(weights=(11.362, 5.964, 2.447, 11.35), bias=-20.727, min_score=3.929)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +141,7 @@ class ConsensusPolicy:
     floor: float = 0.7
     tau: float = 0.2
     min_votes: int = 3
+    outvoted_by: float = 0.03
     verifier: Verifier = field(default_factory=lambda: DEFAULT_VERIFIER)
     name: str = "consensus"
 
@@ -152,11 +154,17 @@ class ConsensusPolicy:
         if strict:
             return nearest_above(neighbours, threshold)
         hood = neighbourhood(neighbours, k=self.k, floor=self.floor, tau=self.tau)
+        nearest = nearest_above(neighbours, threshold)
         if hood is None or hood.votes < self.min_votes:  # no consensus to go by
-            return nearest_above(neighbours, threshold)
+            return nearest
         if self.verifier.score(hood.features) >= self.verifier.min_score:
             return hood.winner
-        return None  # several entries agree, but not closely enough: even above the threshold
+        outvoted = (
+            nearest is not None
+            and answer_key(nearest) != answer_key(hood.winner)
+            and hood.winner.similarity >= nearest.similarity - self.outvoted_by
+        )
+        return None if outvoted else nearest  # outvoted: a majority almost as close disagrees
 
 
 def build_policy(name: str, *, min_score: float | None = None) -> HitPolicy:

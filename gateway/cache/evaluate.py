@@ -8,6 +8,10 @@ policy). A hit is false when the category it serves differs from the query's.
 
 - hit rate: hits / queries; false-hit rate: false hits / queries (both fractions);
 - latency: wall time of each lookup, one at a time (embedding included).
+
+With ``insert_misses`` each miss is then stored with an answer of its own, ``<category>#<n>``
+(as a gateway stores an engine's answer, which no other entry shares), so later queries meet a
+cache that mixes seeded and generated answers; a hit is judged by the part before ``#``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from tqdm import tqdm
 from gateway.cache.config import CacheConfig
 from gateway.cache.control import CacheControl
 from gateway.cache.embedder import Embedder
+from gateway.cache.entry import CachedAnswer
 from gateway.cache.policy import normalize_text
 from gateway.cache.service import SemanticCache, build_cache
 
@@ -83,6 +88,7 @@ class EvalResult:
     seeds: int
     seed_categories: frozenset[str]
     seed_s: float
+    insert_misses: bool = False
     outcomes: list[Outcome] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -104,6 +110,7 @@ class EvalResult:
             "seeds": self.seeds,
             "policy": self.policy,
             "threshold": self.threshold,
+            "insert_misses": self.insert_misses,
             "latency_ms": {
                 "p50": _quantile(latencies, 0.50),
                 "p90": _quantile(latencies, 0.90),
@@ -147,18 +154,25 @@ async def run_queries(
     cache: SemanticCache,
     queries: Sequence[Labelled],
     on_progress: Callable[[int], None] | None = None,
+    *,
+    insert_misses: bool = False,
 ) -> list[Outcome]:
     """Looks every query up, one at a time, exactly as a request would be."""
     outcomes = []
     control = CacheControl()
-    for row in queries:
+    for number, row in enumerate(queries):
         q = cache.query("chat", chat_body(row.text), EVAL_TENANT, control)
         if q is None:
             raise ValueError(f"not a cacheable query: {row.text!r}")
         started = time.perf_counter()
         result = await cache.lookup(q)
         latency = time.perf_counter() - started
-        served = result.answer.text if result.hit and result.answer is not None else None
+        served = None
+        if result.hit and result.answer is not None:
+            served = result.answer.text.split("#", 1)[0]
+        elif insert_misses and result.status == "miss":
+            answer = CachedAnswer(f"{row.category}#{number}", "stop", EVAL_MODEL, 0, 0, 0.0)
+            await cache.insert(q, answer)
         outcomes.append(Outcome(row.category, result.status, served, result.similarity, latency))
         if on_progress is not None:
             on_progress(1)
@@ -172,6 +186,7 @@ async def evaluate(
     *,
     embedder: Embedder | None = None,
     progress: bool = False,
+    insert_misses: bool = False,
 ) -> EvalResult:
     """Seeds a fresh in-process cache and looks every query up. A given (started) embedder is
     shared and left running; otherwise the config's embedder is loaded and closed."""
@@ -189,12 +204,15 @@ async def evaluate(
             seeds=stored,
             seed_categories=frozenset(row.category for row in seed),
             seed_s=time.perf_counter() - started,
+            insert_misses=insert_misses,
         )
         bar = tqdm(
             total=len(queries), desc="querying", unit="query", file=sys.stderr, disable=not progress
         )
         with bar:
-            result.outcomes = await run_queries(cache, queries, bar.update)
+            result.outcomes = await run_queries(
+                cache, queries, bar.update, insert_misses=insert_misses
+            )
     return result
 
 
@@ -203,7 +221,8 @@ def describe(summary: dict[str, Any]) -> list[str]:
     latency = summary["latency_ms"]
     return [
         f"policy {summary['policy']} (threshold {summary['threshold']}): "
-        f"{summary['seeds']} seeds, {summary['queries']} queries",
+        f"{summary['seeds']} seeds, {summary['queries']} queries"
+        + (", misses stored as they come" if summary["insert_misses"] else ""),
         f"hit rate        {100 * summary['hit_rate']:6.2f} %  ({summary['hits']} hits: "
         f"{summary['exact_hits']} exact, {summary['semantic_hits']} semantic; "
         f"{100 * summary['answerable_rate']:.1f} % of queries have their category seeded)",

@@ -38,11 +38,11 @@ def test_threshold_serves_the_nearest_at_or_above_the_threshold() -> None:
 
 
 def test_consensus_serves_an_agreeing_neighbourhood_below_the_threshold() -> None:
-    hood = [near("reset", s) for s in (0.93, 0.92, 0.92, 0.90, 0.88)] + [near("email", 0.71)]
+    hood = [near("reset", s) for s in (0.94, 0.93, 0.93, 0.91, 0.89)] + [near("email", 0.71)]
     assert ThresholdPolicy().choose(hood, 0.95) is None
     chosen = ConsensusPolicy().choose(hood, 0.95)
     assert chosen is not None and chosen.entry.answer.text == "reset"
-    assert chosen.similarity == 0.93  # the best neighbour of the winning answer
+    assert chosen.similarity == 0.94  # the best neighbour of the winning answer
 
 
 def test_consensus_does_not_serve_a_contradicted_neighbour_above_the_threshold() -> None:
@@ -52,6 +52,20 @@ def test_consensus_does_not_serve_a_contradicted_neighbour_above_the_threshold()
     assert nearest is not None and nearest.entry.answer.text == "pin"
     # Outvoted, and the majority is not sure enough (its best is only 0.95): a miss.
     assert ConsensusPolicy().choose(hood, 0.95) is None
+
+
+def test_a_rejected_neighbourhood_falls_back_to_the_threshold_rule() -> None:
+    # Three entries agree (0.96, 0.80, 0.75) but not closely: the verifier says no, and the
+    # nearest entry, above the threshold and of the majority's answer, is served as usual.
+    hood = [near("reset", 0.96), near("other", 0.85), near("reset", 0.80), near("reset", 0.75)]
+    chosen = ConsensusPolicy().choose(hood, 0.95)
+    assert chosen is not None and chosen.similarity == 0.96
+    # The same, but the entry above the threshold is outvoted by a majority not much further:
+    close = [near("pin", 0.955), *(near("card", s) for s in (0.93, 0.80, 0.75))]
+    assert ConsensusPolicy().choose(close, 0.95) is None
+    far = [near("pin", 0.99), *(near("card", s) for s in (0.90, 0.80, 0.75))]
+    chosen = ConsensusPolicy().choose(far, 0.95)
+    assert chosen is not None and chosen.entry.answer.text == "pin"
 
 
 def test_consensus_refuses_a_split_neighbourhood() -> None:
@@ -68,7 +82,7 @@ def test_consensus_is_the_threshold_rule_when_answers_are_all_different() -> Non
 
 
 def test_a_request_threshold_gets_the_plain_threshold_rule() -> None:
-    hood = [near("reset", s) for s in (0.93, 0.92, 0.92, 0.90, 0.88)]
+    hood = [near("reset", s) for s in (0.94, 0.93, 0.93, 0.91, 0.89)]
     assert ConsensusPolicy().choose(hood, 0.95) is not None
     assert ConsensusPolicy().choose(hood, 0.95, strict=True) is None
 
@@ -95,7 +109,7 @@ def test_build_policy() -> None:
     assert strict.verifier == Verifier(
         DEFAULT_VERIFIER.weights, DEFAULT_VERIFIER.bias, DEFAULT_VERIFIER.min_score + 100
     )
-    hood = [near("reset", s) for s in (0.93, 0.92, 0.92, 0.90, 0.88)]
+    hood = [near("reset", s) for s in (0.94, 0.93, 0.93, 0.91, 0.89)]
     assert strict.choose(hood, 0.95) is None  # an unreachable cut serves nothing of this kind
     with pytest.raises(ValueError):
         build_policy("nearest")

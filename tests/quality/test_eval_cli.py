@@ -73,3 +73,24 @@ def test_a_csv_without_the_columns_is_refused(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert "text,category" in done.stderr
+
+
+def test_insert_misses_stores_each_miss_with_an_answer_of_its_own(tmp_path: Path) -> None:
+    seed = write(tmp_path / "seed.csv", SEED)
+    queries = write(
+        tmp_path / "queries.csv",
+        [
+            ("Can I open a joint account with my partner?", "joint_account"),  # miss, stored
+            ("can i open a joint account with my partner", "joint_account"),  # hits it
+            ("CAN I OPEN A JOINT ACCOUNT WITH MY PARTNER", "savings"),  # hits it: false
+        ],
+    )
+    cmd = [sys.executable, "-m", "gateway", "cache", "eval", "--seed", str(seed)]
+    cmd += ["--queries", str(queries), "--insert-misses", "--json"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["insert_misses"] is True
+    assert (summary["hits"], summary["false_hits"]) == (2, 1)
+    assert "misses stored as they come" in done.stdout
