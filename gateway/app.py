@@ -7,6 +7,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from threadpoolctl import threadpool_limits
 
 from gateway import __version__
 from gateway.api import (
@@ -40,6 +41,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # numpy's BLAS threads spin between the cache's small products and starve the event
+        # loop and the embedder on a small machine (docs/benchmarks.md): one thread is faster.
+        threadpool_limits(1, user_api="blas")
         async with AsyncExitStack() as stack:
             limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
             client = await stack.enter_async_context(httpx.AsyncClient(limits=limits))

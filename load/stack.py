@@ -93,7 +93,6 @@ def gateway(
     redis_url: str | None = None,
     policy: str = "threshold",
     log_path: Path | None = None,
-    extra_env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """``python -m gateway serve`` in front of ``backend``; yields its base URL."""
     port = free_port()
@@ -112,7 +111,6 @@ def gateway(
     )
     if redis_url:
         env["GATEWAY_REDIS_URL"] = redis_url
-    env.update(extra_env or {})
     log_path = log_path or Path(tempfile.mkdtemp(prefix="bench-gateway-")) / "gateway.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:

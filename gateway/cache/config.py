@@ -16,7 +16,13 @@ class EmbedderConfig(BaseModel):
         description="onnx: onnxruntime over a one-time export of the model (~4x faster here); "
         "torch: sentence-transformers on torch.",
     )
-    batch_size: int = Field(default=32, ge=1, le=1024, description="Most prompts per model call.")
+    batch_size: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="Most prompts per model call. Small batches pad less: 8 gave the most "
+        "embeddings per second on 2 cores (docs/benchmarks.md).",
+    )
     max_wait_ms: float = Field(
         default=0.0,
         ge=0,

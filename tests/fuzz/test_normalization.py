@@ -159,9 +159,12 @@ def test_parse_cache_control_raises_only_invalid_cache_control(
 def test_validation_and_limits_raise_only_invalid_request(
     body: dict[str, Any], limit: LimitConfig, chat: bool
 ) -> None:
-    model = ChatCompletionRequest if chat else CompletionRequest
     try:
-        parsed = validate_model(model, body)
+        parsed: ChatCompletionRequest | CompletionRequest = (
+            validate_model(ChatCompletionRequest, body)
+            if chat
+            else validate_model(CompletionRequest, body)
+        )
         enforce_limits(parsed, limit)
     except InvalidRequest as exc:
         assert exc.status_code == 400 and exc.body()["error"]["message"]

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.config import BackendConfig
 from tests.support.gateway import running_gateway
@@ -14,7 +15,9 @@ from tests.support.servers import free_port
 
 pytestmark = pytest.mark.e2e
 
-QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+QUESTION: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "What is the capital of France? Answer in one word."}
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,7 @@ def test_chat_non_stream(client: openai.OpenAI, engine: Any) -> None:
         model=engine.model,
         messages=QUESTION,
         max_tokens=16,
-        temperature=0,  # type: ignore[arg-type]
+        temperature=0,
     )
     assert reply.object == "chat.completion"
     assert reply.id and reply.created > 0 and reply.model == engine.model
@@ -90,7 +93,7 @@ async def test_async_client_chat_and_stream(aclient: openai.AsyncOpenAI, engine:
         model=engine.model,
         messages=QUESTION,
         max_tokens=16,
-        temperature=0,  # type: ignore[arg-type]
+        temperature=0,
     )
     assert _plain(reply.choices[0].message.content or "")
     stream = await aclient.chat.completions.create(
@@ -98,7 +101,7 @@ async def test_async_client_chat_and_stream(aclient: openai.AsyncOpenAI, engine:
         messages=QUESTION,
         max_tokens=16,
         temperature=0,
-        stream=True,  # type: ignore[arg-type]
+        stream=True,
     )
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == reply.choices[0].message.content
@@ -108,7 +111,7 @@ def test_unknown_field_passes_through_to_the_engine(client: openai.OpenAI, engin
     # `ignore_eos` and `min_tokens` are vLLM extensions the gateway does not know.
     reply = client.chat.completions.create(
         model=engine.model,
-        messages=QUESTION,  # type: ignore[arg-type]
+        messages=QUESTION,
         max_tokens=12,
         extra_body={"ignore_eos": True, "min_tokens": 12},
     )
@@ -173,7 +176,7 @@ def test_official_client_sees_bad_request(client: openai.OpenAI, engine: Any) ->
 
 def test_unknown_model_is_404(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
-        client.chat.completions.create(model="no-such-model", messages=QUESTION)  # type: ignore[arg-type]
+        client.chat.completions.create(model="no-such-model", messages=QUESTION)
     assert caught.value.body["code"] == "model_not_found"  # type: ignore[index]
 
 
@@ -192,7 +195,7 @@ def test_engine_error_is_passed_on_with_its_status(client: openai.OpenAI, engine
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(
             model=engine.model,
-            messages=QUESTION,  # type: ignore[arg-type]
+            messages=QUESTION,
             max_tokens=4,
             extra_body={"top_k": -5},
         )
@@ -203,7 +206,7 @@ def test_engine_error_is_passed_on_with_its_status(client: openai.OpenAI, engine
 def test_huge_max_tokens_is_clamped_to_the_context(client: openai.OpenAI, engine: Any) -> None:
     reply = client.chat.completions.create(
         model=engine.model,
-        messages=QUESTION,  # type: ignore[arg-type]
+        messages=QUESTION,
         max_tokens=30_000,  # under limits.max_tokens, far over the 2048-token context
         temperature=0,
         stop=["."],
@@ -227,5 +230,5 @@ def test_no_engine_reachable_is_503(engine: Any) -> None:
     with running_gateway(backends=[BackendConfig(url=dead, models=[engine.model])]) as gw:
         client = openai.OpenAI(base_url=f"{gw}/v1", api_key="unused", max_retries=0)
         with pytest.raises(openai.InternalServerError) as caught:
-            client.chat.completions.create(model=engine.model, messages=QUESTION)  # type: ignore[arg-type]
+            client.chat.completions.create(model=engine.model, messages=QUESTION)
         assert caught.value.status_code == 503

@@ -20,7 +20,7 @@ SELECTOR = re.compile(r"\b(gateway_[a-z0-9_]+)(\{[^}]*\})?")
 MATCHER = re.compile(r"(\w+)\s*(?:=~|!~|!=|=)")
 GROUPING = re.compile(r"\b(?:by|without|ignoring|on)\s*\(([^)]*)\)")
 LEGEND = re.compile(r"\{\{\s*(\w+)\s*\}\}")
-SUFFIXES = {"counter": ("_total",), "gauge": ("",), "info": ("_info",)}
+SUFFIXES: dict[str, tuple[str, ...]] = {"counter": ("_total",), "gauge": ("",), "info": ("_info",)}
 SUFFIXES["histogram"] = ("_bucket", "_sum", "_count")
 
 
