@@ -91,7 +91,7 @@ def gateway(
     *,
     admin_key: str,
     redis_url: str | None = None,
-    policy: str = "threshold",
+    policy: str | None = None,
     log_path: Path | None = None,
 ) -> Iterator[str]:
     """``python -m gateway serve`` in front of ``backend``; yields its base URL."""
@@ -104,13 +104,14 @@ def gateway(
             "GATEWAY_BACKENDS": json.dumps([{"url": backend.url, "models": [backend.model]}]),
             "GATEWAY_AUTH__ADMIN_KEY_HASH": hash_key(admin_key),
             "GATEWAY_LOG_LEVEL": "warning",
-            "GATEWAY_CACHE__POLICY": policy,
             "GATEWAY_ROUTING__BUDGET__DEFAULT_TOKENIZER": model_dir(),
             "HF_HUB_OFFLINE": "1",
         }
     )
     if redis_url:
         env["GATEWAY_REDIS_URL"] = redis_url
+    if policy:  # else the gateway's default
+        env["GATEWAY_CACHE__POLICY"] = policy
     log_path = log_path or Path(tempfile.mkdtemp(prefix="bench-gateway-")) / "gateway.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:

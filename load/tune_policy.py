@@ -3,7 +3,7 @@
     python -m load.banking77 split data/b77              # seed.csv, tune.csv, report.csv
     python -m load.tune_policy fit --seed data/b77/seed.csv --queries data/b77/tune.csv
     python -m load.tune_policy curve --seed data/b77/seed.csv --queries data/b77/report.csv \\
-        --png docs/policy_curve.png
+        --png docs/bench/policy_curve.png
 
 ``fit`` seeds a fresh in-process cache (the real embedder) exactly as ``gateway cache eval``
 does, fetches each query's neighbours with the store search a lookup makes, fits a logistic

@@ -111,10 +111,11 @@ async def _miss(
             **(body.get("stream_options") or {}),
             "include_usage": True,
         }
-    # Identical cacheable misses share one engine call; anything else gets a flight of its own.
+    # Identical cacheable misses share one engine call; anything else gets a flight of its own,
+    # as does a `no-cache` request (it asks for a fresh answer, not a just-finished one).
     key: Hashable = (
         (caller.tenant, path, json.dumps(upstream_body, sort_keys=True))
-        if query is not None
+        if query is not None and query.control.lookup
         else object()
     )
     headers = {"x-cache": cache_status}

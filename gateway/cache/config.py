@@ -76,11 +76,12 @@ class CacheConfig(BaseModel):
     )
     search_k: int = Field(default=4, ge=1, le=100, description="Neighbours fetched per search.")
     policy: Literal["threshold", "consensus"] = Field(
-        default="threshold",
+        default="consensus",
         description="threshold: serve the nearest entry at or above the threshold. consensus: "
         "also weigh the answers of the 10 nearest entries with a light verifier "
-        "(gateway/cache/decision.py); more hits at no more false hits where entries share "
-        "answers, the threshold rule where they do not.",
+        "(gateway/cache/decision.py); more hits and fewer false hits where entries share "
+        "answers (docs/benchmarks.md), the threshold rule where they do not and wherever a "
+        "request, model or namespace sets its own threshold.",
     )
     consensus_min_score: float | None = Field(
         default=None,
@@ -157,3 +158,12 @@ class CacheConfig(BaseModel):
         if model in self.model_thresholds:
             return self.model_thresholds[model]
         return self.threshold
+
+    def threshold_is_set(self, model: str, namespace: str, requested: float | None = None) -> bool:
+        """Whether the request, namespace or model names its own threshold: then it is
+        honoured exactly (the plain threshold rule), whatever the hit policy."""
+        return (
+            requested is not None
+            or namespace in self.namespace_thresholds
+            or model in self.model_thresholds
+        )

@@ -290,7 +290,8 @@ class SemanticCache:
         self._observe("search", started)
         now = self._clock()
         live = [n for n in neighbours if self._fresh(n.entry, now, max_age)]  # best first
-        chosen = self.policy.choose(live, threshold, strict=q.control.threshold is not None)
+        strict = self.config.threshold_is_set(q.model, q.namespace, q.control.threshold)
+        chosen = self.policy.choose(live, threshold, strict=strict)
         if chosen is not None:
             return self._result("hit-semantic", chosen.entry, chosen.similarity, now, threshold)
         return LookupResult("miss", threshold=threshold)

@@ -4,8 +4,9 @@ The first ``join(key, producer)`` starts the producer in its own task (the fligh
 subscriber, the first one included, reads the flight's events from the start: a late joiner
 gets the events so far, then the live ones. If the producer fails, every subscriber gets the
 same error. A subscriber that leaves does not stop the flight while others listen; when the
-last one leaves, the producer is cancelled (which closes the upstream request). A finished
-flight is forgotten: later callers start a new one (by then the answer should be cached).
+last one leaves, the producer is cancelled (which closes the upstream request). A flight that
+failed is forgotten at once; one that ended well stays joinable for ``linger_s`` (late joiners
+replay it), which covers the gap between an answer's end and its cache insert.
 
     sub = coalescer.join(key, producer)          # producer(meta) -> AsyncIterator[T]
     try:
@@ -114,7 +115,8 @@ class Subscription(Generic[T]):
 
 
 class Coalescer(Generic[T]):
-    def __init__(self) -> None:
+    def __init__(self, *, linger_s: float = 0.0) -> None:
+        self.linger_s = linger_s
         self._flights: dict[Hashable, Flight[T]] = {}
         self.flights_started = 0
         self.joins_coalesced = 0  # subscribers that did not start a flight
@@ -164,7 +166,10 @@ class Coalescer(Generic[T]):
             flight.error = exc
         finally:
             flight.done = True
-            self._forget(flight)
+            if flight.error is None and self.linger_s > 0:
+                asyncio.get_running_loop().call_later(self.linger_s, self._forget, flight)
+            else:
+                self._forget(flight)
             flight.notify()
 
     def _leave(self, flight: Flight[T]) -> None:

@@ -9,6 +9,7 @@ from typing import Literal
 import pytest
 
 from gateway.cache import CacheConfig, CacheControl, Embedder, SemanticCache, build_cache
+from gateway.cache.control import DEFAULT_NAMESPACE
 
 PASSWORD = [
     "How do I reset my password?",
@@ -31,13 +32,21 @@ async def make_cache(
 ) -> AsyncIterator[MakeCache]:
     made: list[SemanticCache] = []
 
-    async def make(policy: Policy, *, same_answers: bool = True) -> SemanticCache:
+    async def make(
+        policy: Policy,
+        *,
+        same_answers: bool = True,
+        model_thresholds: dict[str, float] | None = None,
+        namespace_thresholds: dict[str, float] | None = None,
+    ) -> SemanticCache:
         redis = request.getfixturevalue("redis_server") if request.param == "redis" else None
         config = CacheConfig(
             policy=policy,
             key_prefix=f"q{uuid.uuid4().hex[:12]}",
             store_timeout_s=5.0,
             redis_url=redis,
+            model_thresholds=model_thresholds or {},
+            namespace_thresholds=namespace_thresholds or {},
         )
         cache = build_cache(config, embedder=quality_embedder)
         await cache.start()
@@ -98,3 +107,14 @@ async def test_a_request_threshold_turns_the_verifier_off(make_cache: MakeCache)
     consensus = await make_cache("consensus")
     assert (await status(consensus, AGREEING, threshold=0.95))[0] == "miss"
     assert (await status(consensus, AGREEING, threshold=0.9))[0] == "hit-semantic"
+
+
+async def test_a_configured_model_or_namespace_threshold_is_honoured_exactly(
+    make_cache: MakeCache,
+) -> None:
+    by_model = await make_cache("consensus", model_thresholds={"m1": 0.95})
+    by_namespace = await make_cache("consensus", namespace_thresholds={DEFAULT_NAMESPACE: 0.95})
+    other_model = await make_cache("consensus", model_thresholds={"m2": 0.95})
+    assert (await status(by_model, AGREEING))[0] == "miss"
+    assert (await status(by_namespace, AGREEING))[0] == "miss"
+    assert await status(other_model, AGREEING) == ("hit-semantic", RESET)

@@ -52,7 +52,7 @@ def test_json_line_has_the_rates(tmp_path: Path) -> None:
     assert summary["false_hit_rate"] == 1 / 5
     assert (summary["exact_hits"], summary["semantic_hits"]) == (1, 2)
     assert summary["queries"] == 5 and summary["seeds"] == 4
-    assert summary["policy"] == "threshold"
+    assert summary["policy"] == "consensus"  # the default
     assert summary["latency_ms"]["p50"] > 0
 
 

@@ -157,3 +157,39 @@ async def test_a_follower_leaving_does_not_cancel_the_leader_but_the_last_one_do
             assert a.flight.done and isinstance(a.flight.error, FlightAbandoned)
             with pytest.raises(FlightAbandoned):
                 await anext(a)
+
+
+async def test_a_finished_flight_lingers_for_late_joiners_then_is_forgotten() -> None:
+    # The gap between an answer's end and its cache insert: a request arriving then misses the
+    # cache, and would call the engine again if the flight were already forgotten.
+    coalescer: Coalescer[int] = Coalescer(linger_s=0.3)
+    calls = 0
+
+    async def produce(_: dict[str, Any]) -> AsyncIterator[int]:
+        nonlocal calls
+        calls += 1
+        yield calls
+
+    async def ask() -> tuple[list[int], bool]:
+        async with coalescer.join("k", produce) as sub:
+            return [e async for e in sub], sub.is_leader
+
+    assert await ask() == ([1], True)
+    assert await ask() == ([1], False)  # replayed, no second call
+    assert coalescer.in_flight == 1
+    await eventually(lambda: coalescer.in_flight == 0, timeout_s=2)
+    assert await ask() == ([2], True)  # after the linger: a new flight
+
+
+async def test_a_failed_flight_does_not_linger() -> None:
+    coalescer: Coalescer[int] = Coalescer(linger_s=5.0)
+
+    async def fail(_: dict[str, Any]) -> AsyncIterator[int]:
+        raise ValueError("engine said no")
+        yield 0  # pragma: no cover - makes this an async generator
+
+    sub = coalescer.join("k", fail)
+    with pytest.raises(ValueError):
+        await sub.wait_started()
+    await sub.aclose()
+    assert coalescer.in_flight == 0
