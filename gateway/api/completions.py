@@ -30,6 +30,10 @@ from gateway.routing.upstream import StreamInterrupted, UpstreamResponse
 
 log = logging.getLogger(__name__)
 
+# An answer being stored stays joinable this long after it ends: identical requests that
+# arrive before its cache insert lands share it instead of calling an engine again.
+INSERT_LINGER_S = 2.0
+
 PATHS: dict[Kind, str] = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
 
 
@@ -135,6 +139,7 @@ async def _miss(
         svc.limiter.settle(caller.key_id, budgeted.estimated_tokens, _tokens(usage))
         task = None
         if flight.is_leader and storable and (found := capture.from_body(kind, response.body)):
+            svc.answers.linger(flight.flight, INSERT_LINGER_S)
             task = BackgroundTask(_insert, svc, storable, found)
         return JSONResponse(response.body, headers=headers, background=task)
 
@@ -197,6 +202,7 @@ async def _relay(
                 continue  # the usage chunk the gateway asked for, not the client
             if data == sse.DONE and query is not None and (answer := captured.answer()):
                 # Before the last yield: a client that hangs up on [DONE] cancels us there.
+                svc.streams.linger(sub.flight, INSERT_LINGER_S)
                 svc.spawn(_insert(svc, query, answer))
             yield sse.event(data)
     except StreamInterrupted as exc:

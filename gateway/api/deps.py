@@ -23,10 +23,6 @@ from gateway.routing.upstream import Upstream, UpstreamResponse
 
 log = logging.getLogger(__name__)
 
-# A finished answer stays joinable this long: identical requests that arrive before its cache
-# insert lands share it instead of calling an engine again.
-ANSWER_LINGER_S = 2.0
-
 
 @dataclass
 class Services:
@@ -39,10 +35,8 @@ class Services:
     admission: Admission
     limiter: RateLimiter
     budget: TokenBudget
-    streams: Coalescer[bytes] = field(default_factory=lambda: Coalescer(linger_s=ANSWER_LINGER_S))
-    answers: Coalescer[UpstreamResponse] = field(
-        default_factory=lambda: Coalescer(linger_s=ANSWER_LINGER_S)
-    )
+    streams: Coalescer[bytes] = field(default_factory=Coalescer)
+    answers: Coalescer[UpstreamResponse] = field(default_factory=Coalescer)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:

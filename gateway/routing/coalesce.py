@@ -4,9 +4,9 @@ The first ``join(key, producer)`` starts the producer in its own task (the fligh
 subscriber, the first one included, reads the flight's events from the start: a late joiner
 gets the events so far, then the live ones. If the producer fails, every subscriber gets the
 same error. A subscriber that leaves does not stop the flight while others listen; when the
-last one leaves, the producer is cancelled (which closes the upstream request). A flight that
-failed is forgotten at once; one that ended well stays joinable for ``linger_s`` (late joiners
-replay it), which covers the gap between an answer's end and its cache insert.
+last one leaves, the producer is cancelled (which closes the upstream request). A finished
+flight is forgotten, unless ``linger(flight, seconds)`` keeps one that ended well joinable a
+little longer (late joiners replay it): the gap between an answer's end and its cache insert.
 
     sub = coalescer.join(key, producer)          # producer(meta) -> AsyncIterator[T]
     try:
@@ -48,6 +48,7 @@ class Flight(Generic[T]):
         self.error: BaseException | None = None
         self.subscribers = 0
         self.joined = 0  # subscribers ever, the leader included
+        self.lingering = False  # stays joinable for a while after it ends (Coalescer.linger)
         self.task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
@@ -115,8 +116,7 @@ class Subscription(Generic[T]):
 
 
 class Coalescer(Generic[T]):
-    def __init__(self, *, linger_s: float = 0.0) -> None:
-        self.linger_s = linger_s
+    def __init__(self) -> None:
         self._flights: dict[Hashable, Flight[T]] = {}
         self.flights_started = 0
         self.joins_coalesced = 0  # subscribers that did not start a flight
@@ -166,11 +166,18 @@ class Coalescer(Generic[T]):
             flight.error = exc
         finally:
             flight.done = True
-            if flight.error is None and self.linger_s > 0:
-                asyncio.get_running_loop().call_later(self.linger_s, self._forget, flight)
-            else:
+            if flight.error is not None or not flight.lingering:
                 self._forget(flight)
             flight.notify()
+
+    def linger(self, flight: Flight[T], seconds: float) -> None:
+        """Keeps ``flight`` joinable for ``seconds`` after it ends well (unless a newer flight
+        already took its key); a flight that fails is forgotten at once all the same."""
+        if flight.error is not None:
+            return
+        flight.lingering = True
+        self._flights.setdefault(flight.key, flight)
+        asyncio.get_running_loop().call_later(seconds, self._forget, flight)
 
     def _leave(self, flight: Flight[T]) -> None:
         flight.subscribers -= 1

@@ -74,3 +74,14 @@ def test_no_cache_gets_a_fresh_engine_answer(gateway_url: str, stub: FaultEngine
     fresh = ask(gateway_url, text, namespace, **{"cache-control": "no-cache"})
     assert fresh.status_code == 200 and "x-gateway-coalesced" not in fresh.headers
     assert stub.calls == before + 2
+
+
+def test_an_answer_that_is_not_stored_does_not_linger(gateway_url: str, stub: FaultEngine) -> None:
+    namespace = uuid.uuid4().hex
+    before = stub.calls
+    for _ in range(2):
+        reply = ask(
+            gateway_url, "Why is my card blocked?", namespace, **{"cache-control": "no-store"}
+        )
+        assert reply.status_code == 200 and "x-gateway-coalesced" not in reply.headers
+    assert stub.calls == before + 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -232,3 +233,26 @@ def test_no_engine_reachable_is_503(engine: Any) -> None:
         with pytest.raises(openai.InternalServerError) as caught:
             client.chat.completions.create(model=engine.model, messages=QUESTION)
         assert caught.value.status_code == 503
+
+
+def test_a_streamed_answer_asked_again_at_once_is_not_generated_twice(
+    gateway: str, engine: Any
+) -> None:
+    # The repeat is served by the cache if the insert has landed, else by the finished flight,
+    # which stays joinable until then.
+    body = {
+        "model": engine.model,
+        "messages": QUESTION,
+        "max_tokens": 64,
+        "stop": [".", ",", "\n"],  # ends early with finish_reason "stop", so it is stored
+        "temperature": 0,
+        "stream": True,
+        "cache": {"namespace": uuid.uuid4().hex},
+    }
+    url = f"{gateway}/v1/chat/completions"
+    first, second = httpx.post(url, json=body, timeout=120), httpx.post(url, json=body, timeout=120)
+    assert first.status_code == second.status_code == 200
+    assert first.headers["x-cache"] == "miss"
+    assert '"finish_reason":"stop"' in first.text.replace(" ", "")
+    assert second.headers["x-cache"] == "hit-exact" or second.headers["x-gateway-coalesced"] == "1"
+    assert first.text.count("[DONE]") == second.text.count("[DONE]") == 1

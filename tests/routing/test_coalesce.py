@@ -159,10 +159,10 @@ async def test_a_follower_leaving_does_not_cancel_the_leader_but_the_last_one_do
                 await anext(a)
 
 
-async def test_a_finished_flight_lingers_for_late_joiners_then_is_forgotten() -> None:
+async def test_a_lingering_flight_is_replayed_to_late_joiners_then_forgotten() -> None:
     # The gap between an answer's end and its cache insert: a request arriving then misses the
     # cache, and would call the engine again if the flight were already forgotten.
-    coalescer: Coalescer[int] = Coalescer(linger_s=0.3)
+    coalescer: Coalescer[int] = Coalescer()
     calls = 0
 
     async def produce(_: dict[str, Any]) -> AsyncIterator[int]:
@@ -170,26 +170,38 @@ async def test_a_finished_flight_lingers_for_late_joiners_then_is_forgotten() ->
         calls += 1
         yield calls
 
-    async def ask() -> tuple[list[int], bool]:
+    async def ask(linger: float = 0.0) -> tuple[list[int], bool]:
         async with coalescer.join("k", produce) as sub:
-            return [e async for e in sub], sub.is_leader
+            events = [e async for e in sub]
+            if linger:
+                coalescer.linger(sub.flight, linger)
+            return events, sub.is_leader
 
     assert await ask() == ([1], True)
-    assert await ask() == ([1], False)  # replayed, no second call
+    assert coalescer.in_flight == 0  # not asked to linger: forgotten at once
+    assert await ask(linger=0.3) == ([2], True)
+    assert await ask() == ([2], False)  # replayed, no new call
     assert coalescer.in_flight == 1
     await eventually(lambda: coalescer.in_flight == 0, timeout_s=2)
-    assert await ask() == ([2], True)  # after the linger: a new flight
+    assert await ask() == ([3], True)  # after the linger: a new flight
 
 
 async def test_a_failed_flight_does_not_linger() -> None:
-    coalescer: Coalescer[int] = Coalescer(linger_s=5.0)
+    coalescer: Coalescer[int] = Coalescer()
+    go_on = asyncio.Event()
 
     async def fail(_: dict[str, Any]) -> AsyncIterator[int]:
+        yield 1
+        await go_on.wait()
         raise ValueError("engine said no")
-        yield 0  # pragma: no cover - makes this an async generator
 
     sub = coalescer.join("k", fail)
+    assert await anext(sub) == 1
+    coalescer.linger(sub.flight, 5.0)  # asked while it still runs
+    go_on.set()
     with pytest.raises(ValueError):
-        await sub.wait_started()
+        await anext(sub)
     await sub.aclose()
+    assert coalescer.in_flight == 0
+    coalescer.linger(sub.flight, 5.0)  # and after it failed
     assert coalescer.in_flight == 0
