@@ -136,6 +136,7 @@ def test_request_ids_are_returned_and_logged_and_prompts_are_not(
     assert "purple walrus" not in text and "Qzxv" not in text
     lines = [line for line in text.splitlines() if line.strip()]
     assert len(json_lines(log)) == len(lines)  # every line is one JSON object
+    assert not [line for line in json_lines(log) if line.get("logger") == "httpx"]  # no probes
 
 
 def test_prompts_are_logged_only_when_enabled(engine: Any, tmp_path: Path) -> None:
