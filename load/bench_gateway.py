@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import sys
 import time
 from collections import Counter
@@ -39,6 +38,7 @@ from gateway.cache.encoders import load_encoder
 from gateway.cache.evaluate import Labelled
 from load import stack
 from load.banking77 import DEFAULT_CSV, read_labelled, split
+from load.report import emit
 from load.stats import loadavg, summary_ms
 from load.workload import canonical_answer
 
@@ -208,11 +208,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()
     report = asyncio.run(run(args))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    emit(report, args.json)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from gateway.cache.config import CacheConfig, EmbedderConfig
 from gateway.cache.embedder import Embedder
 from gateway.cache.encoders import Encoder, load_encoder
 from gateway.cache.evaluate import Labelled, evaluate, read_labelled
+from load.report import emit
 from load.stats import loadavg, summary_ms
 
 
@@ -142,11 +142,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"[bench] ours, {policy} ...", file=sys.stderr, flush=True)
         report[f"ours_{policy}"] = asyncio.run(ours_run(encoder, seed, queries, policy))
     report["loadavg_end"] = loadavg()
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    emit(report, args.json)
 
 
 if __name__ == "__main__":

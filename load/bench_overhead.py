@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ import aiohttp
 from load import stack
 from load.banking77 import DEFAULT_CSV, read_labelled, split
 from load.client import Reply, post_chat
+from load.report import emit
 from load.stats import loadavg, quantile, summary_ms
 
 ADMIN = "bench-admin"
@@ -113,11 +113,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()
     report = asyncio.run(run(args))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    emit(report, args.json)
 
 
 if __name__ == "__main__":

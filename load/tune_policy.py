@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from gateway.cache.evaluate import (
     seed_cache,
 )
 from gateway.cache.service import build_cache
+from load.report import emit
 
 BASE_THRESHOLD = 0.95
 
@@ -230,15 +230,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     result: dict[str, Any]
     if args.command == "fit":
         verifier, result = fit(queries, base)
-        print(json.dumps(result, indent=2))
+        emit(result, args.json)
         print(f"DEFAULT_VERIFIER = {verifier!r}")
     else:
         result = curve(queries, base)
-        print(json.dumps(result, indent=2))
+        emit(result, args.json)
         if args.png:
             plot(result, args.png, f"Hit policies on {args.queries.name} (seeds: {args.seed.name})")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
