@@ -151,19 +151,16 @@ class CacheConfig(BaseModel):
 
     def threshold_for(self, model: str, namespace: str, requested: float | None = None) -> float:
         """Precedence: the request, then the namespace, then the model, then the global value."""
+        explicit = self.explicit_threshold(model, namespace, requested)
+        return self.threshold if explicit is None else explicit
+
+    def explicit_threshold(
+        self, model: str, namespace: str, requested: float | None = None
+    ) -> float | None:
+        """The threshold the request, namespace or model sets (in that precedence), if any: it
+        is then honoured exactly (the plain threshold rule), whatever the hit policy."""
         if requested is not None:
             return requested
         if namespace in self.namespace_thresholds:
             return self.namespace_thresholds[namespace]
-        if model in self.model_thresholds:
-            return self.model_thresholds[model]
-        return self.threshold
-
-    def threshold_is_set(self, model: str, namespace: str, requested: float | None = None) -> bool:
-        """Whether the request, namespace or model names its own threshold: then it is
-        honoured exactly (the plain threshold rule), whatever the hit policy."""
-        return (
-            requested is not None
-            or namespace in self.namespace_thresholds
-            or model in self.model_thresholds
-        )
+        return self.model_thresholds.get(model)

@@ -290,7 +290,9 @@ class SemanticCache:
         self._observe("search", started)
         now = self._clock()
         live = [n for n in neighbours if self._fresh(n.entry, now, max_age)]  # best first
-        strict = self.config.threshold_is_set(q.model, q.namespace, q.control.threshold)
+        strict = (
+            self.config.explicit_threshold(q.model, q.namespace, q.control.threshold) is not None
+        )
         chosen = self.policy.choose(live, threshold, strict=strict)
         if chosen is not None:
             return self._result("hit-semantic", chosen.entry, chosen.similarity, now, threshold)
