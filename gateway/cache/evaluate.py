@@ -11,7 +11,8 @@ policy). A hit is false when the category it serves differs from the query's.
 
 With ``insert_misses`` each miss is then stored with an answer of its own, ``<category>#<n>``
 (as a gateway stores an engine's answer, which no other entry shares), so later queries meet a
-cache that mixes seeded and generated answers; a hit is judged by the part before ``#``.
+cache that mixes seeded and generated answers; a hit is judged by the part before the last
+``#``.
 """
 
 from __future__ import annotations
@@ -169,7 +170,9 @@ async def run_queries(
         latency = time.perf_counter() - started
         served = None
         if result.hit and result.answer is not None:
-            served = result.answer.text.split("#", 1)[0]
+            served = result.answer.text
+            if insert_misses:  # a generated answer: <category>#<n>
+                served = served.rpartition("#")[0] or served
         elif insert_misses and result.status == "miss":
             answer = CachedAnswer(f"{row.category}#{number}", "stop", EVAL_MODEL, 0, 0, 0.0)
             await cache.insert(q, answer)
