@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # numpy's BLAS threads spin between the cache's small products and starve the event
         # loop and the embedder on a small machine (docs/benchmarks.md): one thread is faster.
+        # OpenBLAS keeps this per thread: here it is the event loop's, where the store searches.
         threadpool_limits(1, user_api="blas")
         async with AsyncExitStack() as stack:
             limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
