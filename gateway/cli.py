@@ -48,7 +48,11 @@ def _eval(args: argparse.Namespace) -> int:
 
     from gateway.cache.evaluate import describe, evaluate, read_labelled
 
-    overrides = {k: v for k, v in (("policy", args.policy), ("threshold", args.threshold)) if v}
+    overrides: dict[str, object] = {
+        k: v for k, v in (("policy", args.policy), ("threshold", args.threshold)) if v
+    }
+    if args.no_guard:
+        overrides["guard"] = False
     config = Settings().cache.model_copy(update=overrides)
     seed, queries = read_labelled(Path(args.seed)), read_labelled(Path(args.queries))
     result = asyncio.run(
@@ -116,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy", choices=("threshold", "consensus"), help="hit policy (cache.policy)"
     )
     evaluate.add_argument("--threshold", type=float, help="cosine threshold (cache.threshold)")
+    evaluate.add_argument(
+        "--no-guard",
+        action="store_true",
+        help="turn the polarity and slot guard off (cache.guard), to see what it refuses",
+    )
     evaluate.add_argument(
         "--insert-misses",
         action="store_true",

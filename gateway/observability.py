@@ -21,6 +21,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gateway.cache.guard import REASONS as GUARD_REASONS
+
 if TYPE_CHECKING:
     from gateway.cache.embedder import Embedder
     from gateway.routing.admission import Admission
@@ -107,6 +109,15 @@ class Metrics:
             ["store", "kind"],
             registry=r,
         )
+        self.cache_guard_refusals = Counter(
+            "gateway_cache_guard_refusals_total",
+            "Semantic hits the polarity and slot guard refused, by reason (negation, opposite, "
+            "number, unit, currency, entity, direction).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in GUARD_REASONS:
+            self.cache_guard_refusals.labels(reason)  # exported at 0 from the start
         self.tokens_saved = Counter(
             "gateway_tokens_saved_total",
             "Prompt and completion tokens that cache hits kept off the engines.",
@@ -226,6 +237,7 @@ class CacheHooks:
         }
         self._stage_family = metrics.cache_stage_seconds
         self._errors = metrics.cache_errors
+        self._refusals = metrics.cache_guard_refusals
 
     def on_stage(self, stage: str, seconds: float) -> None:
         child = self._stage.get(stage) or self._stage_family.labels(stage)
@@ -233,6 +245,9 @@ class CacheHooks:
 
     def on_store_error(self, store: str, kind: str) -> None:
         self._errors.labels(store, kind).inc()
+
+    def on_guard_refusal(self, reason: str) -> None:
+        self._refusals.labels(reason).inc()
 
 
 class _EmbedderCollector(Collector):

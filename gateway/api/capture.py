@@ -1,7 +1,8 @@
 """Assembling an engine's answer, streamed or not, into what the cache stores.
 
-Only a complete single answer is kept: one choice, ``finish_reason == "stop"``, no tool calls.
-Anything else (errors, truncation, cancelled or broken streams) yields None.
+Only a finished single answer is kept: one choice with a ``finish_reason``, non-empty text, no
+tool calls. Anything else (errors, cancelled or broken streams) yields None. Which finish
+reasons are worth storing ("stop", "length") is the cache's decision (``SemanticCache.keeps``).
 """
 
 from __future__ import annotations
@@ -80,12 +81,12 @@ class StreamCapture:
 
 
 def _answer(envelope: dict[str, Any], text: Any, finish: Any, usage: Any) -> CachedAnswer | None:
-    if finish != "stop" or not isinstance(text, str) or not text:
+    if not isinstance(finish, str) or not finish or not isinstance(text, str) or not text:
         return None
     usage = usage if isinstance(usage, dict) else {}
     return CachedAnswer(
         text=text,
-        finish_reason="stop",
+        finish_reason=finish,
         model=str(envelope.get("model", "")),
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
         completion_tokens=int(usage.get("completion_tokens") or 0),

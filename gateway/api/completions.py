@@ -54,11 +54,13 @@ async def complete(
     query = svc.cache.query(kind, body, caller.tenant, control) if svc.cache else None
     result = await svc.cache.lookup(query) if svc.cache and query else LookupResult("bypass")
     svc.metrics.cache_lookups.labels(result.status).inc()
+    if result.guard:
+        annotate(cache_guard=result.guard)
     if result.hit and result.answer is not None:
         return _replay(svc, kind, body, result, result.answer)
     if control.only_if_cached:
         raise NotCached("No cached answer for this request (Cache-Control: only-if-cached).")
-    return await _miss(svc, kind, body, caller, query, result.status)
+    return await _miss(svc, kind, body, caller, query, _cache_headers(result))
 
 
 def _replay(
@@ -69,7 +71,7 @@ def _replay(
     svc.metrics.tokens_saved.labels(model).inc(tokens)
     svc.metrics.cost_saved.labels(model).inc(tokens / 1000 * svc.settings.price_per_1k_tokens)
     headers = {
-        "x-cache": result.status,
+        **_cache_headers(result),
         "x-cache-similarity": f"{result.similarity or 0:.4f}",
         "age": str(int(result.age_s or 0)),
     }
@@ -82,6 +84,14 @@ def _replay(
         media_type="text/event-stream",
         headers={**sse.HEADERS, **headers},
     )
+
+
+def _cache_headers(result: LookupResult) -> dict[str, str]:
+    """x-cache, and x-cache-guard when the guard refused the entry that would have been served."""
+    headers: dict[str, str] = {"x-cache": result.status}
+    if result.guard:
+        headers["x-cache-guard"] = result.guard
+    return headers
 
 
 def _first_chunk_timed(
@@ -100,7 +110,7 @@ async def _miss(
     body: dict[str, Any],
     caller: Caller,
     query: CacheQuery | None,
-    cache_status: str,
+    headers: dict[str, str],
 ) -> Response:
     model: str = body["model"]
     path = PATHS[kind]
@@ -122,8 +132,6 @@ async def _miss(
         if query is not None and query.control.lookup
         else object()
     )
-    headers = {"x-cache": cache_status}
-
     if not stream:
 
         async def answer(meta: dict[str, Any]) -> AsyncIterator[UpstreamResponse]:
@@ -138,7 +146,8 @@ async def _miss(
         usage = response.body.get("usage") or {}
         svc.limiter.settle(caller.key_id, budgeted.estimated_tokens, _tokens(usage))
         task = None
-        if flight.is_leader and storable and (found := capture.from_body(kind, response.body)):
+        found = capture.from_body(kind, response.body) if flight.is_leader and storable else None
+        if storable and found and svc.cache and svc.cache.keeps(found):
             svc.answers.linger(flight.flight, INSERT_LINGER_S)
             task = BackgroundTask(_insert, svc, storable, found)
         return JSONResponse(response.body, headers=headers, background=task)
@@ -200,7 +209,8 @@ async def _relay(
                 svc.metrics.tpot_seconds.labels(backend, model).observe(per_token)
             if usage_only and not wants_usage:
                 continue  # the usage chunk the gateway asked for, not the client
-            if data == sse.DONE and query is not None and (answer := captured.answer()):
+            answer = captured.answer() if data == sse.DONE and query is not None else None
+            if query is not None and answer and svc.cache and svc.cache.keeps(answer):
                 # Before the last yield: a client that hangs up on [DONE] cancels us there.
                 svc.streams.linger(sub.flight, INSERT_LINGER_S)
                 svc.spawn(_insert(svc, query, answer))

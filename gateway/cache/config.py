@@ -88,6 +88,23 @@ class CacheConfig(BaseModel):
         description="consensus only: the verifier's cut (higher = fewer, safer hits); "
         "None = the fitted default.",
     )
+    guard: bool = Field(
+        default=True,
+        description="The polarity and slot guard (gateway/cache/guard.py): a semantic candidate "
+        "that differs from the question in negation, an opposite word, a number, unit, "
+        "currency, name or direction is never served.",
+    )
+    guard_words: Path | None = Field(
+        default=None,
+        description="The guard's word lists (TOML); None = gateway/cache/guard_words.toml.",
+    )
+    store_finish_reasons: list[str] = Field(
+        default_factory=lambda: ["stop", "length"],
+        description="Answers are stored when they finished for one of these reasons. 'length' "
+        "(cut at max_tokens) is safe to keep: max_tokens is in the scope, so the same request "
+        "gets the same cut answer from the engine. Errors, cancelled and broken streams are "
+        "never stored.",
+    )
     sweep_interval_s: float = Field(
         default=60.0, gt=0, description="Period of the sweep that removes expired vectors."
     )

@@ -23,7 +23,7 @@ threshold (``cache.threshold``) always gets the plain threshold rule.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -165,6 +165,39 @@ class ConsensusPolicy:
             and hood.winner.similarity >= nearest.similarity - self.outvoted_by
         )
         return None if outvoted else nearest  # outvoted: a majority almost as close disagrees
+
+
+def choose_guarded(
+    policy: HitPolicy,
+    neighbours: Sequence[Neighbour],
+    threshold: float,
+    *,
+    strict: bool = False,
+    refusal: Callable[[str], str | None] | None = None,
+) -> tuple[Neighbour | None, str | None]:
+    """The policy's choice if the guard lets it through, and otherwise the nearest neighbour at
+    or above the threshold that the guard lets through and whose answer no refused entry carries
+    (the plain threshold rule: the policy's votes were cast with the refused entry among them,
+    so they do not carry over; and an answer stored for the opposite question is suspect
+    whichever of its questions is asked about).
+    Returns (neighbour to serve or None, the guard's reason for refusing the policy's choice).
+    ``refusal`` maps a candidate's stored text to a reason to refuse it, None when it passes."""
+    chosen = policy.choose(neighbours, threshold, strict=strict)
+    if refusal is None or chosen is None:
+        return chosen, None
+    reason = refusal(chosen.entry.text)
+    if reason is None:
+        return chosen, None
+    refused = {answer_key(chosen)}
+    for n in neighbours:  # best first
+        if n.similarity < threshold:
+            break
+        if answer_key(n) in refused:
+            continue
+        if refusal(n.entry.text) is None:
+            return n, reason
+        refused.add(answer_key(n))
+    return None, reason
 
 
 def build_policy(name: str, *, min_score: float | None = None) -> HitPolicy:

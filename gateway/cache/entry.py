@@ -134,6 +134,8 @@ class LookupResult:
     request said not to look), ``"store-error"`` (the store failed or timed out) or
     ``"store-unavailable"`` (a recent error; the store is skipped for a moment).
     ``similarity`` is 1.0 for an exact hit; ``age_s`` is the entry's age in seconds.
+    ``guard`` is the reason the polarity and slot guard refused the entry the hit policy would
+    have served (guard.py); the lookup is then a miss, or a hit on another entry that passed.
     """
 
     status: LookupStatus
@@ -143,6 +145,7 @@ class LookupResult:
     age_s: float | None = None
     threshold: float | None = None
     reason: str | None = None
+    guard: str | None = None
 
     @property
     def hit(self) -> bool:

@@ -21,6 +21,7 @@ import csv
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,7 @@ class Outcome:
     served: str | None
     similarity: float | None
     latency_s: float
+    guard: str | None = None  # why the guard refused the entry the policy would have served
 
     @property
     def hit(self) -> bool:
@@ -85,6 +87,7 @@ class Outcome:
 @dataclass(slots=True)
 class EvalResult:
     policy: str
+    guard: bool
     threshold: float
     seeds: int
     seed_categories: frozenset[str]
@@ -110,6 +113,8 @@ class EvalResult:
             "answerable_rate": answerable / n if n else 0.0,
             "seeds": self.seeds,
             "policy": self.policy,
+            "guard": self.guard,
+            "guard_refusals": dict(Counter(o.guard for o in self.outcomes if o.guard)),
             "threshold": self.threshold,
             "insert_misses": self.insert_misses,
             "latency_ms": {
@@ -176,7 +181,9 @@ async def run_queries(
         elif insert_misses and result.status == "miss":
             answer = CachedAnswer(f"{row.category}#{number}", "stop", EVAL_MODEL, 0, 0, 0.0)
             await cache.insert(q, answer)
-        outcomes.append(Outcome(row.category, result.status, served, result.similarity, latency))
+        outcomes.append(
+            Outcome(row.category, result.status, served, result.similarity, latency, result.guard)
+        )
         if on_progress is not None:
             on_progress(1)
     return outcomes
@@ -203,6 +210,7 @@ async def evaluate(
             stored = await seed_cache(cache, seed, bar.update)
         result = EvalResult(
             policy=cache.policy.name,
+            guard=cache.guard is not None,
             threshold=config.threshold,
             seeds=stored,
             seed_categories=frozenset(row.category for row in seed),
@@ -223,7 +231,8 @@ def describe(summary: dict[str, Any]) -> list[str]:
     """Human-readable lines of a summary."""
     latency = summary["latency_ms"]
     return [
-        f"policy {summary['policy']} (threshold {summary['threshold']}): "
+        f"policy {summary['policy']} (threshold {summary['threshold']}, guard "
+        f"{'on' if summary['guard'] else 'off'}): "
         f"{summary['seeds']} seeds, {summary['queries']} queries"
         + (", misses stored as they come" if summary["insert_misses"] else ""),
         f"hit rate        {100 * summary['hit_rate']:6.2f} %  ({summary['hits']} hits: "
@@ -231,6 +240,8 @@ def describe(summary: dict[str, Any]) -> list[str]:
         f"{100 * summary['answerable_rate']:.1f} % of queries have their category seeded)",
         f"false-hit rate  {100 * summary['false_hit_rate']:6.2f} %  "
         f"({summary['false_hits']} hits with another category)",
+        f"guard refusals  {sum(summary['guard_refusals'].values())} "
+        f"{summary['guard_refusals'] or ''}",
         f"lookup latency  p50 {latency['p50']} ms, p90 {latency['p90']} ms, "
         f"p99 {latency['p99']} ms (one at a time)",
     ]

@@ -15,18 +15,21 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import replace
+from functools import partial
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 from gateway.cache.config import CacheConfig
 from gateway.cache.control import CacheControl
-from gateway.cache.decision import HitPolicy, build_policy
+from gateway.cache.decision import HitPolicy, build_policy, choose_guarded
 from gateway.cache.embedder import Embedder
 from gateway.cache.entry import CachedAnswer, LookupResult, LookupStatus, StoredEntry
+from gateway.cache.guard import DEFAULT_WORDS, Guard, GuardWords
 from gateway.cache.memory_store import MemoryStore
 from gateway.cache.policy import CacheQuery, Kind, cache_query
 from gateway.cache.redis_store import RedisStore
+from gateway.cache.stats import CacheCounters
 from gateway.cache.store import CacheStore, StoreRejected
 from gateway.cache.warm import plan_warm
 
@@ -50,21 +53,7 @@ class CacheObserver(Protocol):
 
     def on_store_error(self, store: str, kind: str) -> None: ...
 
-
-@dataclass(slots=True)
-class _Counters:
-    hits_exact: int = 0
-    hits_semantic: int = 0
-    misses: int = 0
-    bypasses: int = 0  # lookups that skipped the cache because of store/embedder trouble
-    skipped: int = 0  # lookups the request or config told to skip (no-cache, no-store, off)
-    store_errors: int = 0
-    inserts: int = 0
-    insert_errors: int = 0
-    tokens_saved: int = 0
-    completion_tokens_saved: int = 0
-    swept: int = 0
-    kept: int = 0  # inserts skipped because a live entry already answers the request
+    def on_guard_refusal(self, reason: str) -> None: ...
 
 
 class SemanticCache:
@@ -78,6 +67,7 @@ class SemanticCache:
         *,
         owns_embedder: bool = True,
         policy: HitPolicy | None = None,
+        guard: Guard | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -85,8 +75,11 @@ class SemanticCache:
         self.config = config
         self._owns_embedder = owns_embedder
         self.policy = policy or build_policy(config.policy, min_score=config.consensus_min_score)
+        self.guard = guard
+        if guard is None and config.guard:
+            self.guard = Guard(GuardWords.load(config.guard_words or DEFAULT_WORDS))
         self._clock = clock
-        self._counters = _Counters()
+        self._counters = CacheCounters()
         self._down_until = 0.0  # time.monotonic() before which the store is not tried
         self._sweeper: asyncio.Task[None] | None = None
         self.observer: CacheObserver | None = None
@@ -150,20 +143,26 @@ class SemanticCache:
             log.exception("cache lookup failed")
             self._counters.bypasses += 1
             return LookupResult("bypass", threshold=threshold, reason="error")
-        if result.status == "hit-exact":
-            self._count_hit(result, exact=True)
-        elif result.status == "hit-semantic":
-            self._count_hit(result, exact=False)
-        else:
-            self._counters.misses += 1
+        self._counters.count_lookup(result)
+        if result.guard is not None:
+            log.info("cache guard refused a hit (%s) for %r", result.guard, q.text[:80])
+            if self.observer is not None:
+                self.observer.on_guard_refusal(result.guard)
         return result
 
+    def keeps(self, answer: CachedAnswer) -> bool:
+        """Whether an answer is worth storing: non-empty and finished for a reason in
+        ``cache.store_finish_reasons`` (by default "stop" and "length": max_tokens is in the
+        scope, so the same request would get the same cut answer)."""
+        return bool(answer.text) and answer.finish_reason in self.config.store_finish_reasons
+
     async def insert(self, q: CacheQuery, answer: CachedAnswer) -> str | None:
-        """Store a complete answer (finish_reason "stop", non-empty). Returns the entry id, or
-        None when not stored (not allowed, not complete, or store trouble). Never raises."""
+        """Store an answer that ``keeps`` allows. Returns the entry id, or None when not stored
+        (not allowed, not worth keeping, or store trouble). Never raises."""
         if not self.config.enabled or not q.control.store:
             return None
-        if answer.finish_reason != "stop" or not answer.text:
+        if not self.keeps(answer):
+            self._counters.not_stored += 1
             return None
         if self._store_resting():
             self._counters.insert_errors += 1
@@ -244,8 +243,6 @@ class SemanticCache:
         return removed
 
     async def stats(self) -> dict[str, Any]:
-        c = self._counters
-        hits = c.hits_exact + c.hits_semantic
         entries: int | None
         try:
             entries = await self._store_call(self.store.count())
@@ -255,20 +252,9 @@ class SemanticCache:
             "store": self.store.name,
             "store_available": not self._store_resting(),
             "entries": entries,
-            "hits": hits,
-            "hits_exact": c.hits_exact,
-            "hits_semantic": c.hits_semantic,
-            "misses": c.misses,
-            "bypasses": c.bypasses,
-            "skipped": c.skipped,
-            "hit_ratio": hits / (hits + c.misses) if hits + c.misses else 0.0,
-            "tokens_saved": c.tokens_saved,
-            "completion_tokens_saved": c.completion_tokens_saved,
-            "inserts": c.inserts,
-            "insert_errors": c.insert_errors,
-            "inserts_kept_existing": c.kept,
-            "store_errors": c.store_errors,
-            "swept": c.swept,
+            "policy": self.policy.name,
+            "guard": self.guard is not None,
+            **self._counters.as_dict(),
             "embedder": self.embedder.stats.as_dict(),
         }
 
@@ -293,10 +279,14 @@ class SemanticCache:
         strict = (
             self.config.explicit_threshold(q.model, q.namespace, q.control.threshold) is not None
         )
-        chosen = self.policy.choose(live, threshold, strict=strict)
+        refusal = None if self.guard is None else partial(self.guard.refusal, q.text)
+        chosen, refused = choose_guarded(
+            self.policy, live, threshold, strict=strict, refusal=refusal
+        )
         if chosen is not None:
-            return self._result("hit-semantic", chosen.entry, chosen.similarity, now, threshold)
-        return LookupResult("miss", threshold=threshold)
+            result = self._result("hit-semantic", chosen.entry, chosen.similarity, now, threshold)
+            return replace(result, guard=refused)
+        return LookupResult("miss", threshold=threshold, guard=refused)
 
     @staticmethod
     def _fresh(entry: StoredEntry, now: float, max_age: float | None) -> bool:
@@ -314,16 +304,6 @@ class SemanticCache:
             age_s=max(0.0, now - entry.created_at),
             threshold=threshold,
         )
-
-    def _count_hit(self, result: LookupResult, *, exact: bool) -> None:
-        if exact:
-            self._counters.hits_exact += 1
-        else:
-            self._counters.hits_semantic += 1
-        if result.answer is not None:
-            saved = result.answer.prompt_tokens + result.answer.completion_tokens
-            self._counters.tokens_saved += saved
-            self._counters.completion_tokens_saved += result.answer.completion_tokens
 
     def _new_entry(self, q: CacheQuery, answer: CachedAnswer, ttl_s: float | None) -> StoredEntry:
         ttl = min(ttl_s if ttl_s is not None else self.config.default_ttl_s, self.config.max_ttl_s)
