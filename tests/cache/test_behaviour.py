@@ -204,10 +204,31 @@ async def test_only_if_cached_reports_a_miss_then_a_hit(cache: SemanticCache) ->
     assert (await cache.lookup(q)).status == "hit-exact"
 
 
-async def test_only_complete_answers_are_stored(cache: SemanticCache) -> None:
+@pytest.mark.parametrize("finish", ["abort", "error", "tool_calls", "content_filter"])
+async def test_only_finished_answers_are_stored(cache: SemanticCache, finish: str) -> None:
+    q = q_chat(cache, RESET)
+    assert await cache.insert(q, answer("broken off", finish_reason=finish)) is None
+    assert await cache.insert(q, answer("", finish_reason="stop")) is None
+    assert (await cache.lookup(q)).status == "miss"
+    assert (await cache.stats())["not_stored"] == 2
+
+
+async def test_answers_cut_at_max_tokens_are_stored_and_replayed_as_cut(
+    cache: SemanticCache,
+) -> None:
+    # max_tokens is in the scope: the same request gets the same cut answer from the engine.
+    q = q_chat(cache, RESET, max_tokens=16)
+    assert await cache.insert(q, answer("Go to settings and", finish_reason="length"))
+    result = await cache.lookup(q_chat(cache, RESET, max_tokens=16))
+    assert result.status == "hit-exact"
+    assert result.answer is not None and result.answer.finish_reason == "length"
+    assert (await cache.lookup(q_chat(cache, RESET, max_tokens=32))).status == "miss"
+
+
+async def test_store_finish_reasons_is_honoured(make_cache: MakeCache) -> None:
+    cache = await make_cache(store_finish_reasons=["stop"])
     q = q_chat(cache, RESET)
     assert await cache.insert(q, answer("cut off", finish_reason="length")) is None
-    assert await cache.insert(q, answer("", finish_reason="stop")) is None
     assert (await cache.lookup(q)).status == "miss"
 
 
