@@ -22,6 +22,7 @@ from pathlib import Path
 
 import uvicorn
 
+from gateway.admin_key import ENV as ADMIN_KEY_ENV
 from gateway.admin_key import local_key_hash
 from gateway.config import BackendConfig, Settings
 from gateway.routing.config import ModelBudget
@@ -124,11 +125,13 @@ def ready_message(settings: Settings, model: str, admin_key_at: str | None, seco
         f'    OpenAI(base_url="{root}/v1", api_key="{key}")  # model="{model}"',
         f"    curl {root}/v1/chat/completions -H 'content-type: application/json' "
         f'-d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hi"}}]}}\'',
-        f"playground: {root}/playground",
-        f"dashboard:  {root}/dashboard",
+        f"  playground: {root}/playground",
+        f"  dashboard:  {root}/dashboard",
     ]
-    if admin_key_at is not None:
-        lines.append(f"admin key (cache warm-up): {admin_key_at}")
+    if admin_key_at == ADMIN_KEY_ENV:
+        lines.append(f"  admin key:  the one in {ADMIN_KEY_ENV}")
+    elif admin_key_at is not None:
+        lines.append(f"  admin key:  {admin_key_at} (python -m gateway cache warm reads it)")
     lines.append("Ctrl-C stops the gateway and the engine.")
     return "\n".join(lines)
 
