@@ -89,7 +89,8 @@
     } else {
       const backend = response.headers.get("x-gateway-backend") || "";
       node.dataset.backend = backend;
-      source.replaceChildren(bypass ? "cache bypassed · " : "", "engine ", Object.assign(document.createElement("code"), { textContent: backend }));
+      const shared = response.headers.get("x-gateway-coalesced") ? " · shared an identical request's engine call" : "";
+      source.replaceChildren(bypass ? "cache bypassed · " : "", "engine ", Object.assign(document.createElement("code"), { textContent: backend }), shared);
     }
   }
 
