@@ -16,6 +16,7 @@ from gateway.api import (
     health_routes,
     metrics_routes,
     openai_routes,
+    playground_routes,
 )
 from gateway.api.deps import Services
 from gateway.api.errors import install_error_handlers
@@ -85,7 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="semcache-gateway", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
-    for module in (openai_routes, admin_routes, health_routes, metrics_routes, dashboard_routes):
+    routes = (openai_routes, admin_routes, health_routes, metrics_routes, dashboard_routes)
+    for module in (*routes, playground_routes):
         app.include_router(module.router)
     app.add_middleware(RequestContext, metrics=metrics)
     return app

