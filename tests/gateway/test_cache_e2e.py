@@ -67,6 +67,47 @@ def test_miss_then_exact_then_semantic_hit(cached_gateway: str, engine: Any) -> 
     assert other.headers["x-cache"] == "miss"
 
 
+def test_an_answer_cut_at_max_tokens_is_served_again(cached_gateway: str, engine: Any) -> None:
+    """The default model runs most answers to max_tokens: the same request gets the same cut
+    answer, so it is stored (finish_reason "length") and repeats and paraphrases are hits."""
+    url, model = cached_gateway, engine.model
+    cut: dict[str, Any] = {"max_tokens": 12, "temperature": 0, "stop": None}
+    question = "Explain in detail how I can order a replacement bank card."
+    before = cache_stats(url)["inserts"]
+    first = ask(url, model, question, **cut)
+    assert first.headers["x-cache"] == "miss"
+    assert first.parse().choices[0].finish_reason == "length"
+    answer = first.parse().choices[0].message.content
+    wait_inserts(url, before + 1)
+
+    again = ask(url, model, question, **cut)
+    assert again.headers["x-cache"] == "hit-exact"
+    assert again.parse().choices[0].message.content == answer
+    assert again.parse().choices[0].finish_reason == "length"  # replayed as it was: cut
+
+    reworded = ask(url, model, "Explain in detail how can I order a replacement bank card?", **cut)
+    assert reworded.headers["x-cache"] == "hit-semantic"
+    assert reworded.parse().choices[0].message.content == answer
+    # Another budget is another request: the engine answers it.
+    assert ask(url, model, question, **{**cut, "max_tokens": 13}).headers["x-cache"] == "miss"
+
+
+def test_the_opposite_question_goes_to_the_engine(cached_gateway: str, engine: Any) -> None:
+    url, model = cached_gateway, engine.model
+    before = cache_stats(url)
+    stored = ask(url, model, "Is contactless payment enabled on my card?")
+    assert stored.headers["x-cache"] == "miss"
+    wait_inserts(url, before["inserts"] + 1)
+    opposite = ask(url, model, "Is contactless payment disabled on my card?")  # cosine 0.958
+    assert opposite.headers["x-cache"] == "miss"
+    assert opposite.headers["x-cache-guard"] == "opposite"
+    refusals = cache_stats(url)["guard_refusals"]
+    assert refusals.get("opposite", 0) == before["guard_refusals"].get("opposite", 0) + 1
+    metrics = httpx.get(f"{url}/metrics").text
+    line = next(x for x in metrics.splitlines() if 'guard_refusals_total{reason="opposite"}' in x)
+    assert float(line.split()[-1]) >= 1
+
+
 def test_streamed_miss_is_stored_and_replayed_as_a_stream(cached_gateway: str, engine: Any) -> None:
     url, model = cached_gateway, engine.model
     client = client_for(url)

@@ -5,6 +5,7 @@ nine support domains, with the real embedder and the gateway's lookup path."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import Literal
 
 import pytest
 
@@ -40,7 +41,9 @@ def test_the_guard_alone_refuses_every_opposite_and_few_paraphrases() -> None:
 
 
 @pytest.mark.parametrize("policy", ["threshold", "consensus"])
-async def test_no_opposite_is_served_and_paraphrases_are(policy: str) -> None:
+async def test_no_opposite_is_served_and_paraphrases_are(
+    policy: Literal["threshold", "consensus"],
+) -> None:
     async with Embedder(EmbedderConfig()) as embedder:
         before, _ = await served(PAIRS, CacheConfig(policy=policy, guard=False), embedder)
         after, _ = await served(PAIRS, CacheConfig(policy=policy), embedder)
