@@ -9,6 +9,12 @@ The split (``python -m load.banking77 split OUT_DIR``) writes three CSVs in Bank
 - ``report.csv``: held-out queries for the reported numbers. The last quarter of each seen
   intent, plus every text of 10 other unseen intents.
 
+The warmed-FAQ case (every intent in the cache) is a second split of the same file:
+
+- ``faq-seed.csv``: 80 % of the texts of every intent (77 intents): the warmed FAQ.
+- ``faq-tune.csv`` / ``faq-report.csv``: the other 20 % of each intent, halved: queries to tune
+  on, and held-out queries for the reported numbers.
+
 Everything is decided by SHA-256 of a salt and the intent or text, so the split does not depend
 on the file's order or on a random generator's version. Texts are normalised as the cache keys
 them and duplicates dropped (a text that appears under two intents is dropped entirely), so no
@@ -33,6 +39,7 @@ DEFAULT_CSV = ROOT.parent / "shared" / "data" / "banking77" / "train.csv"
 SALT = "semcache-banking77-v1"
 UNSEEN_PER_SET = 10
 SEED_FRACTION, TUNE_FRACTION = 0.50, 0.25
+FAQ_HELD_OUT = 0.20
 
 
 def write_labelled(path: Path, rows: Iterable[Labelled]) -> int:
@@ -120,8 +127,25 @@ def split(rows: Sequence[Labelled]) -> Split:
     return Split(seed, tune, report, unseen_tune, unseen_report)
 
 
+def faq_split(rows: Sequence[Labelled]) -> tuple[list[Labelled], list[Labelled], list[Labelled]]:
+    """(seed, tune, report) of the warmed-FAQ case: every intent seeded."""
+    seed: list[Labelled] = []
+    tune: list[Labelled] = []
+    report: list[Labelled] = []
+    for intent, group in sorted(by_intent(unique(rows)).items()):
+        texts = sorted(group, key=lambda row: _rank(f"faq:{row.text}"))
+        held = round(len(texts) * FAQ_HELD_OUT)
+        seed += texts[held:]
+        tune += texts[: held // 2]
+        report += texts[held // 2 : held]
+    return seed, tune, report
+
+
 def write_split(out_dir: Path, source: Path = DEFAULT_CSV) -> Split:
-    result = split(read_labelled(source))
+    rows = read_labelled(source)
+    for name, part in zip(("faq-seed", "faq-tune", "faq-report"), faq_split(rows), strict=True):
+        write_labelled(out_dir / f"{name}.csv", part)
+    result = split(rows)
     write_labelled(out_dir / "seed.csv", result.seed)
     write_labelled(out_dir / "tune.csv", result.tune)
     write_labelled(out_dir / "report.csv", result.report)
@@ -132,7 +156,9 @@ def write_split(out_dir: Path, source: Path = DEFAULT_CSV) -> Split:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m load.banking77", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    cmd = commands.add_parser("split", help="write seed.csv, tune.csv, report.csv, split.json")
+    cmd = commands.add_parser(
+        "split", help="write seed.csv, tune.csv, report.csv, split.json and faq-*.csv"
+    )
     cmd.add_argument("out_dir", type=Path)
     cmd.add_argument("--source", type=Path, default=DEFAULT_CSV)
     args = parser.parse_args(argv)
