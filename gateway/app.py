@@ -22,7 +22,7 @@ from gateway.api.deps import Services
 from gateway.api.errors import install_error_handlers
 from gateway.api.request_context import RequestContext
 from gateway.auth import Authenticator
-from gateway.cache.service import build_cache
+from gateway.cache.factory import build_cache
 from gateway.config import Settings
 from gateway.observability import Metrics
 from gateway.routing.admission import Admission

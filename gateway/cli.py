@@ -60,6 +60,8 @@ def _eval(args: argparse.Namespace) -> int:
     }
     if args.no_guard:
         overrides["guard"] = False
+    if args.max_false_hit_rate is not None:
+        overrides["max_false_hit_rate"] = args.max_false_hit_rate or None
     config = Settings().cache.model_copy(update=overrides)
     seed, queries = read_labelled(Path(args.seed)), read_labelled(Path(args.queries))
     result = asyncio.run(
@@ -133,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy", choices=("threshold", "consensus"), help="hit policy (cache.policy)"
     )
     evaluate.add_argument("--threshold", type=float, help="cosine threshold (cache.threshold)")
+    evaluate.add_argument(
+        "--max-false-hit-rate",
+        type=float,
+        metavar="RATE",
+        help="calibrate the semantic tier on the seeds for this false-hit rate, as after a "
+        "warm-up (cache.max_false_hit_rate; 0 = off)",
+    )
     evaluate.add_argument(
         "--no-guard",
         action="store_true",

@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from gateway.cache.guard import REASONS as GUARD_REASONS
 
 if TYPE_CHECKING:
+    from gateway.cache.calibration import OperatingPoint
     from gateway.cache.embedder import Embedder
     from gateway.routing.admission import Admission
     from gateway.routing.backends import BackendPool
@@ -118,6 +119,20 @@ class Metrics:
         )
         for reason in GUARD_REASONS:
             self.cache_guard_refusals.labels(reason)  # exported at 0 from the start
+        self.cache_false_hit_estimate = Gauge(
+            "gateway_cache_false_hit_rate_estimate",
+            "Calibrated false-hit rate of the semantic tier per model and namespace, on the "
+            "cache's own entries that share answers (bound: point, upper = 95 percent bound, "
+            "target).",
+            ["model", "namespace", "bound"],
+            registry=r,
+        )
+        self.cache_calibrated_hit_rate = Gauge(
+            "gateway_cache_calibrated_hit_rate",
+            "Hit rate of the calibrated operating point on the same entries.",
+            ["model", "namespace"],
+            registry=r,
+        )
         self.tokens_saved = Counter(
             "gateway_tokens_saved_total",
             "Prompt and completion tokens that cache hits kept off the engines.",
@@ -238,6 +253,8 @@ class CacheHooks:
         self._stage_family = metrics.cache_stage_seconds
         self._errors = metrics.cache_errors
         self._refusals = metrics.cache_guard_refusals
+        self._estimate = metrics.cache_false_hit_estimate
+        self._calibrated_hits = metrics.cache_calibrated_hit_rate
 
     def on_stage(self, stage: str, seconds: float) -> None:
         child = self._stage.get(stage) or self._stage_family.labels(stage)
@@ -248,6 +265,13 @@ class CacheHooks:
 
     def on_guard_refusal(self, reason: str) -> None:
         self._refusals.labels(reason).inc()
+
+    def on_operating_point(self, point: OperatingPoint) -> None:
+        labels = (point.model, point.namespace)
+        self._estimate.labels(*labels, "point").set(point.false_hit_rate)
+        self._estimate.labels(*labels, "upper").set(point.false_hit_upper)
+        self._estimate.labels(*labels, "target").set(point.target)
+        self._calibrated_hits.labels(*labels).set(point.hit_rate)
 
 
 class _EmbedderCollector(Collector):

@@ -132,7 +132,7 @@ def faq_split(rows: Sequence[Labelled]) -> tuple[list[Labelled], list[Labelled],
     seed: list[Labelled] = []
     tune: list[Labelled] = []
     report: list[Labelled] = []
-    for intent, group in sorted(by_intent(unique(rows)).items()):
+    for _, group in sorted(by_intent(unique(rows)).items()):
         texts = sorted(group, key=lambda row: _rank(f"faq:{row.text}"))
         held = round(len(texts) * FAQ_HELD_OUT)
         seed += texts[held:]

@@ -48,7 +48,7 @@ from gateway.cache.evaluate import (
     read_labelled,
     seed_cache,
 )
-from gateway.cache.service import build_cache
+from gateway.cache.factory import build_cache
 from load.report import emit
 
 BASE_THRESHOLD = 0.95

@@ -14,10 +14,11 @@ from gateway.cache.config import CacheConfig, EmbedderConfig
 from gateway.cache.control import CacheControl, InvalidCacheControl, parse_cache_control
 from gateway.cache.embedder import Embedder
 from gateway.cache.entry import CachedAnswer, LookupResult, LookupStatus, StoredEntry
+from gateway.cache.factory import build_cache
 from gateway.cache.memory_store import MemoryStore
 from gateway.cache.policy import CacheQuery, cache_query
 from gateway.cache.redis_store import RedisStore
-from gateway.cache.service import CacheUnavailable, SemanticCache, build_cache
+from gateway.cache.service import CacheUnavailable, SemanticCache
 from gateway.cache.store import CacheStore, StoreRejected
 
 __all__ = [

@@ -98,6 +98,27 @@ class CacheConfig(BaseModel):
         default=None,
         description="The guard's word lists (TOML); None = gateway/cache/guard_words.toml.",
     )
+    max_false_hit_rate: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="The false-hit rate the semantic tier may have on questions whose answer is "
+        "in the cache. After each warm-up the operating point of every warmed scope is chosen "
+        "from the cache's own entries that share answers (gateway/cache/calibration.py) so "
+        "that the estimate's 95 % upper bound stays under it. None = the policy as configured.",
+    )
+    model_max_false_hit_rates: dict[str, float] = Field(
+        default_factory=dict, description="Per-model max_false_hit_rate."
+    )
+    namespace_max_false_hit_rates: dict[str, float] = Field(
+        default_factory=dict, description="Per-namespace max_false_hit_rate (overrides model)."
+    )
+    calibration_probes: int = Field(
+        default=4000,
+        ge=10,
+        description="Most warmed entries asked against the rest per scope when calibrating "
+        "(with no false hit among 4000 the upper bound is 0.07 %).",
+    )
     store_finish_reasons: list[str] = Field(
         default_factory=lambda: ["stop", "length"],
         description="Answers are stored when they finished for one of these reasons. 'length' "
@@ -138,6 +159,20 @@ class CacheConfig(BaseModel):
     redis_socket_timeout_s: float = Field(default=0.25, gt=0)
     redis_max_connections: int = Field(default=64, ge=1)
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+
+    @field_validator("model_max_false_hit_rates", "namespace_max_false_hit_rates")
+    @classmethod
+    def _check_rates(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, rate in value.items():
+            if not 0 < rate < 1:
+                raise ValueError(f"max_false_hit_rate of {name!r} must be in (0, 1), got {rate}")
+        return value
+
+    def max_false_hit_rate_for(self, model: str, namespace: str) -> float | None:
+        """Precedence: the namespace, then the model, then the global value."""
+        if namespace in self.namespace_max_false_hit_rates:
+            return self.namespace_max_false_hit_rates[namespace]
+        return self.model_max_false_hit_rates.get(model, self.max_false_hit_rate)
 
     @field_validator("model_thresholds", "namespace_thresholds")
     @classmethod

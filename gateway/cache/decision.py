@@ -40,10 +40,16 @@ class HitPolicy(Protocol):
         ...
 
     def choose(
-        self, neighbours: Sequence[Neighbour], threshold: float, *, strict: bool = False
+        self,
+        neighbours: Sequence[Neighbour],
+        threshold: float,
+        *,
+        strict: bool = False,
+        cut: float | None = None,
     ) -> Neighbour | None:
         """The neighbour to serve (live ones, best first), or None for a miss. ``strict``: the
-        request set its own threshold, so the plain threshold rule applies."""
+        request set its own threshold, so the plain threshold rule applies. ``cut``: the
+        verifier's cut of a calibrated operating point (calibration.py), if any."""
         ...
 
 
@@ -63,7 +69,12 @@ class ThresholdPolicy:
         return k, threshold
 
     def choose(
-        self, neighbours: Sequence[Neighbour], threshold: float, *, strict: bool = False
+        self,
+        neighbours: Sequence[Neighbour],
+        threshold: float,
+        *,
+        strict: bool = False,
+        cut: float | None = None,
     ) -> Neighbour | None:
         return nearest_above(neighbours, threshold)
 
@@ -149,7 +160,12 @@ class ConsensusPolicy:
         return max(k, self.k), min(threshold, self.floor)
 
     def choose(
-        self, neighbours: Sequence[Neighbour], threshold: float, *, strict: bool = False
+        self,
+        neighbours: Sequence[Neighbour],
+        threshold: float,
+        *,
+        strict: bool = False,
+        cut: float | None = None,
     ) -> Neighbour | None:
         if strict:
             return nearest_above(neighbours, threshold)
@@ -157,7 +173,7 @@ class ConsensusPolicy:
         nearest = nearest_above(neighbours, threshold)
         if hood is None or hood.votes < self.min_votes:  # no consensus to go by
             return nearest
-        if self.verifier.score(hood.features) >= self.verifier.min_score:
+        if self.verifier.score(hood.features) >= (self.verifier.min_score if cut is None else cut):
             return hood.winner
         outvoted = (
             nearest is not None
@@ -173,6 +189,7 @@ def choose_guarded(
     threshold: float,
     *,
     strict: bool = False,
+    cut: float | None = None,
     refusal: Callable[[str], str | None] | None = None,
 ) -> tuple[Neighbour | None, str | None]:
     """The policy's choice if the guard lets it through, and otherwise the nearest neighbour at
@@ -182,7 +199,7 @@ def choose_guarded(
     whichever of its questions is asked about).
     Returns (neighbour to serve or None, the guard's reason for refusing the policy's choice).
     ``refusal`` maps a candidate's stored text to a reason to refuse it, None when it passes."""
-    chosen = policy.choose(neighbours, threshold, strict=strict)
+    chosen = policy.choose(neighbours, threshold, strict=strict, cut=cut)
     if refusal is None or chosen is None:
         return chosen, None
     reason = refusal(chosen.entry.text)

@@ -33,8 +33,9 @@ from gateway.cache.config import CacheConfig
 from gateway.cache.control import CacheControl
 from gateway.cache.embedder import Embedder
 from gateway.cache.entry import CachedAnswer
+from gateway.cache.factory import build_cache
 from gateway.cache.policy import normalize_text
-from gateway.cache.service import SemanticCache, build_cache
+from gateway.cache.service import SemanticCache
 
 EVAL_MODEL = "eval-model"
 EVAL_TENANT = "eval"
@@ -93,6 +94,7 @@ class EvalResult:
     seed_categories: frozenset[str]
     seed_s: float
     insert_misses: bool = False
+    operating_points: list[dict[str, Any]] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -117,6 +119,7 @@ class EvalResult:
             "guard_refusals": dict(Counter(o.guard for o in self.outcomes if o.guard)),
             "threshold": self.threshold,
             "insert_misses": self.insert_misses,
+            "operating_points": self.operating_points,
             "latency_ms": {
                 "p50": _quantile(latencies, 0.50),
                 "p90": _quantile(latencies, 0.90),
@@ -216,6 +219,7 @@ async def evaluate(
             seed_categories=frozenset(row.category for row in seed),
             seed_s=time.perf_counter() - started,
             insert_misses=insert_misses,
+            operating_points=[p.as_dict() for p in cache.operating_points.values()],
         )
         bar = tqdm(
             total=len(queries), desc="querying", unit="query", file=sys.stderr, disable=not progress
@@ -242,6 +246,12 @@ def describe(summary: dict[str, Any]) -> list[str]:
         f"({summary['false_hits']} hits with another category)",
         f"guard refusals  {sum(summary['guard_refusals'].values())} "
         f"{summary['guard_refusals'] or ''}",
+        *(
+            f"calibrated      threshold {p['threshold']}, cut {p['cut']}: estimated false hits "
+            f"{100 * p['false_hit_rate']:.2f} % (upper {100 * p['false_hit_upper']:.2f} %, target "
+            f"{100 * p['target']:.2f} %) at {100 * p['hit_rate']:.1f} % hits on {p['probes']} seeds"
+            for p in summary["operating_points"]
+        ),
         f"lookup latency  p50 {latency['p50']} ms, p90 {latency['p90']} ms, "
         f"p99 {latency['p99']} ms (one at a time)",
     ]

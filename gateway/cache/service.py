@@ -20,15 +20,14 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
+from gateway.cache.calibration import OperatingPoint, calibrate_scope
 from gateway.cache.config import CacheConfig
 from gateway.cache.control import CacheControl
 from gateway.cache.decision import HitPolicy, build_policy, choose_guarded
 from gateway.cache.embedder import Embedder
 from gateway.cache.entry import CachedAnswer, LookupResult, LookupStatus, StoredEntry
 from gateway.cache.guard import DEFAULT_WORDS, Guard, GuardWords
-from gateway.cache.memory_store import MemoryStore
 from gateway.cache.policy import CacheQuery, Kind, cache_query
-from gateway.cache.redis_store import RedisStore
 from gateway.cache.stats import CacheCounters
 from gateway.cache.store import CacheStore, StoreRejected
 from gateway.cache.warm import plan_warm
@@ -55,6 +54,8 @@ class CacheObserver(Protocol):
 
     def on_guard_refusal(self, reason: str) -> None: ...
 
+    def on_operating_point(self, point: OperatingPoint) -> None: ...
+
 
 class SemanticCache:
     """The cache service the gateway talks to. Use ``async with`` or start()/close()."""
@@ -80,6 +81,7 @@ class SemanticCache:
             self.guard = Guard(GuardWords.load(config.guard_words or DEFAULT_WORDS))
         self._clock = clock
         self._counters = CacheCounters()
+        self.operating_points: dict[str, OperatingPoint] = {}  # scope -> calibrated point
         self._down_until = 0.0  # time.monotonic() before which the store is not tried
         self._sweeper: asyncio.Task[None] | None = None
         self.observer: CacheObserver | None = None
@@ -212,6 +214,7 @@ class SemanticCache:
             now=self._clock(),
         )
         stored = 0
+        samples: dict[str, list[tuple[StoredEntry, Any]]] = {}  # scope -> (entry, vector)
         for start in range(0, len(planned), _WARM_CHUNK):
             chunk = planned[start : start + _WARM_CHUNK]
             embeddings = await self.embedder.embed_many([item.query.text for item in chunk])
@@ -220,10 +223,32 @@ class SemanticCache:
                 vector = None if embedding.truncated else embedding.vector
                 await self._admin_call(self.store.add(entry, vector))
                 stored += 1
+                if vector is not None:
+                    samples.setdefault(entry.scope, []).append((entry, vector))
             if on_progress is not None:
                 on_progress(len(chunk))
         self._counters.inserts += stored
+        for scope_samples in samples.values():
+            await self._calibrate(model, namespace, scope_samples)
         return stored
+
+    async def _calibrate(
+        self, model: str, namespace: str, samples: list[tuple[StoredEntry, Any]]
+    ) -> None:
+        """Choose a warmed scope's operating point (calibration.py), when a target is set.
+        A failure leaves the configured policy in place: the warm-up itself succeeded."""
+        try:
+            point = await calibrate_scope(
+                self.config, self.store, self.policy, self.guard, model, namespace, samples
+            )
+        except Exception as exc:
+            log.warning("calibrating the cache after a warm-up failed: %r", exc)
+            return
+        if point is not None:
+            self.operating_points[samples[0][0].scope] = point
+            log.info("cache operating point for %s/%s: %s", model, namespace, point.as_dict())
+            if self.observer is not None:
+                self.observer.on_operating_point(point)
 
     async def get(self, entry_id: str) -> StoredEntry | None:
         return await self._admin_call(self.store.get(entry_id))
@@ -254,6 +279,7 @@ class SemanticCache:
             "entries": entries,
             "policy": self.policy.name,
             "guard": self.guard is not None,
+            "operating_points": [p.as_dict() for p in self.operating_points.values()],
             **self._counters.as_dict(),
             "embedder": self.embedder.stats.as_dict(),
         }
@@ -271,17 +297,24 @@ class SemanticCache:
         started = self._observe("embed", started)
         if embedding.truncated:  # the vector only saw a prefix: comparing it could mislead
             return LookupResult("miss", threshold=threshold)
+        strict = (
+            self.config.explicit_threshold(q.model, q.namespace, q.control.threshold) is not None
+        )
+        point = None if strict else self.operating_points.get(q.scope)
+        if point is not None:  # calibrated for cache.max_false_hit_rate
+            threshold = point.threshold
         k, floor = self.policy.search_params(threshold, self.config.search_k)
         neighbours = await self._store_call(self.store.search(q.scope, embedding.vector, k, floor))
         self._observe("search", started)
         now = self._clock()
         live = [n for n in neighbours if self._fresh(n.entry, now, max_age)]  # best first
-        strict = (
-            self.config.explicit_threshold(q.model, q.namespace, q.control.threshold) is not None
-        )
-        refusal = None if self.guard is None else partial(self.guard.refusal, q.text)
         chosen, refused = choose_guarded(
-            self.policy, live, threshold, strict=strict, refusal=refusal
+            self.policy,
+            live,
+            threshold,
+            strict=strict,
+            cut=None if point is None else point.cut,
+            refusal=None if self.guard is None else partial(self.guard.refusal, q.text),
         )
         if chosen is not None:
             result = self._result("hit-semantic", chosen.entry, chosen.similarity, now, threshold)
@@ -364,26 +397,3 @@ class SemanticCache:
             else:
                 if removed:
                     log.info("cache sweep removed %d expired entries", removed)
-
-
-def build_cache(config: CacheConfig, *, embedder: Embedder | None = None) -> SemanticCache:
-    """The cache the config asks for: Redis when ``redis_url`` is set, else in-process.
-    A given embedder is shared (not closed by the cache); otherwise one is created."""
-    store: CacheStore
-    if config.redis_url:
-        store = RedisStore(
-            config.redis_url,
-            prefix=config.key_prefix,
-            max_entries_per_scope=config.max_entries_per_scope,
-            connect_timeout_s=config.redis_connect_timeout_s,
-            socket_timeout_s=config.redis_socket_timeout_s,
-            max_connections=config.redis_max_connections,
-            tls=config.redis_tls_options(),
-        )
-    else:
-        store = MemoryStore(
-            max_entries_per_scope=config.max_entries_per_scope,
-            max_entries=config.memory_max_entries,
-        )
-    own = embedder is None
-    return SemanticCache(store, embedder or Embedder(config.embedder), config, owns_embedder=own)
