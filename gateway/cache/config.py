@@ -114,10 +114,11 @@ class CacheConfig(BaseModel):
         default_factory=dict, description="Per-namespace max_false_hit_rate (overrides model)."
     )
     calibration_probes: int = Field(
-        default=4000,
+        default=10_000,
         ge=10,
-        description="Most warmed entries asked against the rest per scope when calibrating "
-        "(with no false hit among 4000 the upper bound is 0.07 %).",
+        description="Most warmed entries asked against the rest per scope when calibrating: "
+        "one store search each. With no false hit among n the upper bound is 2.7 / n (0.1 % "
+        "needs 2 700 entries that share answers, with none false).",
     )
     store_finish_reasons: list[str] = Field(
         default_factory=lambda: ["stop", "length"],

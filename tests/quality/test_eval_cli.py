@@ -60,7 +60,7 @@ def test_text_report_without_json(tmp_path: Path) -> None:
     done = run_eval(tmp_path, "--policy", "consensus", "--threshold", "0.97")
     assert done.returncode == 0, done.stderr
     assert "hit rate" in done.stdout and "false-hit rate" in done.stdout
-    assert "policy consensus (threshold 0.97)" in done.stdout
+    assert "policy consensus (threshold 0.97, guard on)" in done.stdout
     assert not done.stdout.strip().splitlines()[-1].startswith("{")
 
 
@@ -94,3 +94,21 @@ def test_insert_misses_stores_each_miss_with_an_answer_of_its_own(tmp_path: Path
     assert summary["insert_misses"] is True
     assert (summary["hits"], summary["false_hits"]) == (2, 1)
     assert "misses stored as they come" in done.stdout
+
+
+def test_the_guard_shows_its_effect(tmp_path: Path) -> None:
+    seed = write(tmp_path / "seed.csv", [("Is contactless payment enabled on my card?", "on")])
+    queries = write(tmp_path / "q.csv", [("Is contactless payment disabled on my card?", "off")])
+    cmd = [sys.executable, "-m", "gateway", "cache", "eval", "--seed", str(seed)]
+    cmd += ["--queries", str(queries), "--json"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "HF_HUB_OFFLINE": "1"}
+    summaries = {}
+    for extra in ([], ["--no-guard"]):
+        done = subprocess.run(
+            cmd + extra, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        summaries[bool(extra)] = json.loads(done.stdout.strip().splitlines()[-1])
+    guarded, unguarded = summaries[False], summaries[True]
+    assert (unguarded["hits"], unguarded["false_hits"], unguarded["guard"]) == (1, 1, False)
+    assert (guarded["hits"], guarded["guard_refusals"]) == (0, {"opposite": 1})
