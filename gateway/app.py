@@ -16,6 +16,7 @@ from gateway.api import (
     health_routes,
     metrics_routes,
     openai_routes,
+    responses,
 )
 from gateway.api.deps import Services
 from gateway.api.errors import install_error_handlers
@@ -24,6 +25,7 @@ from gateway.auth import Authenticator
 from gateway.cache.service import build_cache
 from gateway.config import Settings
 from gateway.observability import Metrics
+from gateway.responses_state import MemoryResponseStore
 from gateway.routing.admission import Admission
 from gateway.routing.backends import BackendPool
 from gateway.routing.budget import TokenBudget
@@ -76,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 admission=Admission(pool.capacity, settings.routing.admission),
                 limiter=RateLimiter(_rate_limits(settings)),
                 budget=budget,
+                responses=MemoryResponseStore(settings.responses),
             )
             stack.push_async_callback(services.drain)
             metrics.watch(pool, services.admission)
@@ -85,7 +88,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="semcache-gateway", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
-    for module in (openai_routes, admin_routes, health_routes, metrics_routes, dashboard_routes):
+    for module in (
+        openai_routes,
+        responses,
+        admin_routes,
+        health_routes,
+        metrics_routes,
+        dashboard_routes,
+    ):
         app.include_router(module.router)
     app.add_middleware(RequestContext, metrics=metrics)
     return app

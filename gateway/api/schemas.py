@@ -17,17 +17,20 @@ from gateway.config import LimitConfig
 from gateway.errors import InvalidRequest, PayloadTooLarge
 
 
-class _Body(BaseModel):
+class _Common(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
-    n: int = Field(default=1, ge=1, le=128)
-    max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     cache: dict[str, Any] | None = None  # the gateway's own extension, never sent to engines
+
+
+class _Body(_Common):
+    n: int = Field(default=1, ge=1, le=128)
+    max_tokens: int | None = Field(default=None, ge=1)
 
 
 class ChatMessage(BaseModel):
@@ -44,6 +47,16 @@ class ChatCompletionRequest(_Body):
 
 class CompletionRequest(_Body):
     prompt: str | list[str] | list[int] | list[list[int]]
+
+
+class ResponsesRequest(_Common):
+    """``POST /v1/responses``: the fields the gateway itself reads."""
+
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    previous_response_id: str | None = Field(default=None, min_length=1)
+    store: bool | None = None
 
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
@@ -214,7 +227,34 @@ def enforce_limits(parsed: ChatCompletionRequest | CompletionRequest, limits: Li
         )
 
 
-def _text_length(content: str | list[dict[str, Any]] | None) -> int:
+def enforce_response_limits(parsed: ResponsesRequest, limits: LimitConfig) -> None:
+    """The configured hard limits for a Responses request (its input items count as messages;
+    a follow-up's stored history is not counted here, the engine's context still bounds it)."""
+    items = [parsed.input] if isinstance(parsed.input, str) else parsed.input
+    if len(items) > limits.max_messages:
+        raise InvalidRequest(
+            f"Too many input items: {len(items)} > {limits.max_messages}.", param="input"
+        )
+    chars = len(parsed.instructions or "") + sum(
+        len(item) if isinstance(item, str) else _text_length(item.get("content")) for item in items
+    )
+    if chars > limits.max_prompt_chars:
+        raise InvalidRequest(
+            f"The prompt is too long: {chars} characters > {limits.max_prompt_chars}.",
+            param="input",
+            code="prompt_too_long",
+        )
+    asked = parsed.max_output_tokens
+    if asked is not None and asked > limits.max_tokens:
+        raise InvalidRequest(
+            f"max_output_tokens is too large: {asked} > {limits.max_tokens}.",
+            param="max_output_tokens",
+        )
+
+
+def _text_length(content: Any) -> int:
     if isinstance(content, str):
         return len(content)
-    return sum(len(str(part.get("text", ""))) for part in content or [])
+    if not isinstance(content, list):
+        return 0
+    return sum(len(str(part.get("text", ""))) for part in content if isinstance(part, dict))
