@@ -29,6 +29,7 @@ from gateway.api.schemas import (
     enforce_response_limits,
     openapi_operation,
     read_json,
+    stored_response_errors,
     validate_model,
 )
 from gateway.auth import Caller
@@ -102,20 +103,20 @@ async def _stored(request: Request, response_id: str) -> tuple[Services, Caller,
     return svc, caller, stored
 
 
-@router.get("/v1/responses/{response_id}")
+@router.get("/v1/responses/{response_id}", responses=stored_response_errors())
 async def get_response(request: Request, response_id: str) -> dict[str, Any]:
     _, _, stored = await _stored(request, response_id)
     return stored.response
 
 
-@router.delete("/v1/responses/{response_id}")
+@router.delete("/v1/responses/{response_id}", responses=stored_response_errors())
 async def delete_response(request: Request, response_id: str) -> dict[str, Any]:
     svc, caller, _ = await _stored(request, response_id)
     await svc.responses.delete(caller.tenant, response_id)
     return {"id": response_id, "object": "response", "deleted": True}
 
 
-@router.get("/v1/responses/{response_id}/input_items")
+@router.get("/v1/responses/{response_id}/input_items", responses=stored_response_errors())
 async def list_input_items(request: Request, response_id: str) -> dict[str, Any]:
     """The input items a stored response answered, newest first (OpenAI's default order)."""
     _, _, stored = await _stored(request, response_id)

@@ -188,6 +188,15 @@ def openapi_operation(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
+def stored_response_errors() -> dict[int | str, dict[str, Any]]:
+    """The documented errors of the routes that read a stored response (OpenAPI only)."""
+    errors = {"content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+    return {
+        "401": {"description": _ERRORS["401"], **errors},
+        "404": {"description": "No stored response with this id for this caller.", **errors},
+    }
+
+
 def validate_model(model: type[BodyT], body: dict[str, Any]) -> BodyT:
     try:
         return model.model_validate(body)
