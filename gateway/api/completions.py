@@ -118,9 +118,11 @@ async def _miss(
     storable = query if query is not None and query.control.store else None
     upstream_body = fmt.upstream_body(budgeted.body, storable is not None)
     # Identical cacheable misses share one engine call; anything else gets a flight of its own,
-    # as does a `no-cache` request (it asks for a fresh answer, not a just-finished one).
+    # as does a `no-cache` request (it asks for a fresh answer, not a just-finished one). The
+    # scope is in the key: only the leader stores, so a follower from another namespace (or
+    # with other cache options) would leave its own scope without the answer.
     key: Hashable = (
-        (caller.tenant, path, json.dumps(upstream_body, sort_keys=True))
+        (caller.tenant, query.scope, path, json.dumps(upstream_body, sort_keys=True))
         if query is not None and query.control.lookup
         else object()
     )

@@ -105,7 +105,10 @@ class WireFormat:
         return sse.error_event(message)
 
     def replay_json(self, answer: CachedAnswer) -> dict[str, Any]:
-        return replay.as_json(self.kind, answer, self.model)
+        replayed: dict[str, Any] = normalize.answer(
+            self.kind, replay.as_json(self.kind, answer, self.model)
+        )
+        return replayed
 
     def replay_events(self, answer: CachedAnswer) -> Iterator[bytes]:
         return replay.as_events(self.kind, answer, self.model, self.wants_usage)

@@ -13,6 +13,7 @@ to hits and misses; tests/wire checks both against the vendored schema.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,8 +22,30 @@ from gateway.cache.policy import Kind
 # Fields that are objects or arrays in the schema, never null: dropped when an engine sends null.
 _MESSAGE_NOT_NULL = ("annotations", "function_call", "tool_calls")
 _USAGE_NOT_NULL = ("completion_tokens_details", "prompt_tokens_details")
-_RESPONSE_NOT_NULL = ("metadata", "text", "prompt", "reasoning", "tools", "conversation")
+_RESPONSE_NOT_NULL = (
+    "metadata",
+    "text",
+    "prompt",
+    "reasoning",
+    "tools",
+    "conversation",
+    "user",
+    "safety_identifier",
+    "prompt_cache_key",
+    "usage",
+)
 _RESPONSE_USAGE_NOT_NULL = ("input_tokens_details", "output_tokens_details")
+
+
+_STARTED = int(time.time())
+
+
+def model_card(card: dict[str, Any]) -> dict[str, Any]:
+    """A /v1/models entry: ``created`` and ``owned_by`` are required. A model named only in
+    the gateway's configuration (or by an engine that leaves them out) gets the gateway's start
+    time and ``"gateway"``."""
+    defaults: dict[str, Any] = {"object": "model", "created": _STARTED, "owned_by": "gateway"}
+    return {**defaults, **{k: v for k, v in card.items() if v is not None or k not in defaults}}
 
 
 def _drop_nulls(obj: Any, keys: Iterable[str]) -> None:
@@ -79,6 +102,7 @@ def response(obj: Any) -> Any:
     _drop_nulls(obj, _RESPONSE_NOT_NULL)
     obj.setdefault("metadata", {})
     obj.setdefault("tools", [])
+    obj.setdefault("error", None)
     usage = obj.get("usage")
     _drop_nulls(usage, _RESPONSE_USAGE_NOT_NULL)
     for item in obj.get("output") or []:

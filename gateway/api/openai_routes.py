@@ -12,6 +12,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.api import normalize
 from gateway.api.completions import complete
 from gateway.api.deps import services
 from gateway.api.formats import WireFormat
@@ -84,4 +85,4 @@ async def _completion(
 async def list_models(request: Request) -> dict[str, Any]:
     svc = services(request)
     svc.auth.caller(request.headers.get("authorization"))
-    return {"object": "list", "data": svc.pool.model_cards()}
+    return {"object": "list", "data": [normalize.model_card(c) for c in svc.pool.model_cards()]}

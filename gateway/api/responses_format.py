@@ -175,12 +175,13 @@ class ResponsesFormat(WireFormat):
         )
 
     def replay_json(self, answer: CachedAnswer) -> dict[str, Any]:
-        obj = response_object(self.body, answer)
+        obj = normalize.response(response_object(self.body, answer))
         self._told(obj)
         return obj
 
     def replay_events(self, answer: CachedAnswer) -> Iterator[bytes]:
         for event in as_events(self.body, answer):
+            normalize.response_event(event)
             if event["type"] in FINAL_EVENTS:
                 self._told(event["response"])
             yield event_bytes(event)
