@@ -78,7 +78,12 @@ def test_a_chunk_and_a_completion_with_engine_nulls_conform_after() -> None:
 
 
 def test_a_vllm_response_object_conforms_after() -> None:
-    part: dict[str, Any] = {"type": "output_text", "text": "Paris.", "annotations": [], "logprobs": None}
+    part: dict[str, Any] = {
+        "type": "output_text",
+        "text": "Paris.",
+        "annotations": [],
+        "logprobs": None,
+    }
     response = {
         "id": "resp_1",
         "object": "response",
