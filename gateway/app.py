@@ -25,7 +25,7 @@ from gateway.auth import Authenticator
 from gateway.cache.service import build_cache
 from gateway.config import Settings
 from gateway.observability import Metrics
-from gateway.responses_state import MemoryResponseStore
+from gateway.responses_state import build_response_store
 from gateway.routing.admission import Admission
 from gateway.routing.backends import BackendPool
 from gateway.routing.budget import TokenBudget
@@ -66,6 +66,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 cache = await stack.enter_async_context(build_cache(settings.cache))
                 cache.observer = metrics.cache_hooks
                 metrics.watch_embedder(cache.embedder)
+            responses_store = build_response_store(
+                settings.responses,
+                settings.cache.redis_url,
+                prefix=settings.cache.key_prefix,
+                tls=settings.cache.redis_tls_options(),
+            )
+            stack.push_async_callback(responses_store.close)
             budget = TokenBudget(settings.routing.budget, pool, client)
             await budget.warm_up(sorted({m for b in settings.backends for m in b.models}))
             services = Services(
@@ -78,7 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 admission=Admission(pool.capacity, settings.routing.admission),
                 limiter=RateLimiter(_rate_limits(settings)),
                 budget=budget,
-                responses=MemoryResponseStore(settings.responses),
+                responses=responses_store,
             )
             stack.push_async_callback(services.drain)
             metrics.watch(pool, services.admission)

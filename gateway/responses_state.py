@@ -8,21 +8,37 @@ when that engine restarts. So the gateway keeps it: each stored response with th
 it answered. A follow-up is expanded into a stateless request (that history, the previous
 output, then the new input) that any engine can serve, and survives engine restarts.
 
-Kept per tenant (a tenant never reads another's responses), bounded in count, bytes and age
-(least recently used first out). In-process by default; a Redis store behind the same protocol
-is the way to share it across gateway replicas.
+Kept per tenant (a tenant never reads another's responses). In-process by default, bounded in
+count, bytes and age (least recently used first out); in Redis when the gateway has a Redis URL
+(each response one key with a TTL; Redis' maxmemory policy bounds the rest), so that every
+gateway replica can serve a follow-up of a response another one made.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+import redis.asyncio as redis
 from pydantic import BaseModel, Field
+
+from gateway.errors import GatewayError
+
+T = TypeVar("T")
+
+
+class ResponseStoreUnavailable(GatewayError):
+    """The shared store of responses did not answer: a follow-up cannot be expanded."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "response_store_unavailable"
 
 
 class ResponsesConfig(BaseModel):
@@ -51,6 +67,8 @@ class ResponseStore(Protocol):
 
     async def delete(self, tenant: str, response_id: str) -> bool: ...
 
+    async def close(self) -> None: ...
+
 
 class MemoryResponseStore:
     """Stored responses in this process: LRU within a count and a byte budget, with a TTL."""
@@ -65,6 +83,9 @@ class MemoryResponseStore:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    async def close(self) -> None:
+        self._items.clear()
 
     async def put(self, tenant: str, stored: StoredResponse) -> None:
         if not stored.response_id:
@@ -102,3 +123,70 @@ class MemoryResponseStore:
             return False
         self._bytes -= found[1]
         return True
+
+
+class RedisResponseStore:
+    """Stored responses in Redis: one JSON value per response under
+    ``<prefix>:resp:<tenant digest>:<response id>`` with the configured TTL."""
+
+    def __init__(
+        self,
+        url: str,
+        config: ResponsesConfig | None = None,
+        *,
+        prefix: str = "semcache",
+        timeout_s: float = 1.0,
+        tls: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._cfg = config or ResponsesConfig()
+        self._r = redis.Redis.from_url(
+            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, **(tls or {})
+        )
+        self._prefix = prefix
+        self._timeout_s = timeout_s
+
+    def _key(self, tenant: str, response_id: str) -> str:
+        digest = hashlib.sha256(tenant.encode()).hexdigest()[:16]
+        return f"{self._prefix}:resp:{digest}:{response_id}"
+
+    async def _call(self, call: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await call
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            raise ResponseStoreUnavailable(f"The store of responses failed: {exc!r}") from exc
+
+    async def put(self, tenant: str, stored: StoredResponse) -> None:
+        if not stored.response_id or self._cfg.store_max_entries == 0:
+            return
+        value = json.dumps({"response": stored.response, "history": stored.history})
+        if len(value) > self._cfg.store_max_bytes:
+            return
+        ttl_ms = max(1, int(self._cfg.store_ttl_s * 1000))
+        await self._call(self._r.set(self._key(tenant, stored.response_id), value, px=ttl_ms))
+
+    async def get(self, tenant: str, response_id: str) -> StoredResponse | None:
+        raw = await self._call(self._r.get(self._key(tenant, response_id)))
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return StoredResponse(data["response"], data["history"])
+
+    async def delete(self, tenant: str, response_id: str) -> bool:
+        return bool(await self._call(self._r.delete(self._key(tenant, response_id))))
+
+    async def close(self) -> None:
+        await self._r.aclose()
+
+
+def build_response_store(
+    config: ResponsesConfig,
+    redis_url: str | None,
+    *,
+    prefix: str = "semcache",
+    tls: Mapping[str, Any] | None = None,
+) -> ResponseStore:
+    """Redis when the gateway has a Redis URL (shared by replicas), else in-process."""
+    if redis_url:
+        return RedisResponseStore(redis_url, config, prefix=prefix, tls=tls)
+    return MemoryResponseStore(config)

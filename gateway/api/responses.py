@@ -13,6 +13,7 @@ follow-up never touches the cache: it is neither looked up nor stored (``x-cache
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
 
 from fastapi import APIRouter
@@ -34,8 +35,9 @@ from gateway.api.schemas import (
 )
 from gateway.auth import Caller
 from gateway.errors import NotFound
-from gateway.responses_state import StoredResponse
+from gateway.responses_state import ResponseStoreUnavailable, StoredResponse
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 
@@ -60,16 +62,35 @@ async def respond(
         body = await _expand(svc, body, caller.tenant, str(previous))
     history = responses_input.input_items(body) or []
     keep = body.get("store", True) is not False
+    pending: list[StoredResponse] = []
+    returned = False
 
     def remember(obj: dict[str, Any]) -> None:
         """Told of each complete response sent (miss or hit, JSON or stream)."""
         obj["previous_response_id"] = previous
         obj["store"] = keep
         if keep and obj.get("status") in ("completed", "incomplete"):
-            svc.spawn(svc.responses.put(caller.tenant, StoredResponse(dict(obj), history)))
+            stored = StoredResponse(dict(obj), history)
+            if returned:  # a stream's last event: stored while it goes out
+                svc.spawn(_put(svc, caller.tenant, stored))
+            else:  # a JSON answer: stored before the client has it (another replica may
+                pending.append(stored)  # get the follow-up at once)
 
     fmt = ResponsesFormat(body, remember)
-    return await complete(svc, fmt, body, caller, cache_control, cacheable=previous is None)
+    response = await complete(svc, fmt, body, caller, cache_control, cacheable=previous is None)
+    for stored in pending:
+        await _put(svc, caller.tenant, stored)
+    returned = True
+    return response
+
+
+async def _put(svc: Services, tenant: str, stored: StoredResponse) -> None:
+    """Best effort: the answer goes out even if it cannot be stored (then a follow-up naming
+    it is a 404, as for an expired response)."""
+    try:
+        await svc.responses.put(tenant, stored)
+    except ResponseStoreUnavailable as exc:
+        log.warning("response %s not stored: %s", stored.response_id, exc)
 
 
 async def _expand(
