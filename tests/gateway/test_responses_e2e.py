@@ -89,6 +89,11 @@ def test_json_miss_then_hit(client: openai.OpenAI, engine: Any) -> None:
         first.usage.input_tokens,
         first.usage.output_tokens,
     )
+    # A replayed response is stored like any other: it can be followed up.
+    follow = client.responses.create(
+        model=engine.model, input="Why?", previous_response_id=second.id, max_output_tokens=8
+    )
+    assert follow.previous_response_id == second.id
 
 
 def test_stream_miss_then_hit(client: openai.OpenAI, engine: Any) -> None:
