@@ -95,16 +95,30 @@ def chunk_bytes(kind: Kind, data: bytes) -> bytes:
     return json.dumps(chunk(kind, parsed), separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def response(obj: Any) -> Any:
-    """A Responses API ``response`` object, normalised in place and returned."""
+def response(obj: Any, request: dict[str, Any] | None = None) -> Any:
+    """A Responses API ``response`` object, normalised in place and returned. Required fields
+    an engine left out are filled from the ``request`` when it set them, else with OpenAI's
+    default (``null`` where the schema allows it)."""
     if not isinstance(obj, dict):
         return obj
+    asked = request or {}
     _drop_nulls(obj, _RESPONSE_NOT_NULL)
-    obj.setdefault("metadata", {})
+    for key in ("instructions", "temperature", "top_p"):
+        obj.setdefault(key, asked.get(key))
+    obj.setdefault("parallel_tool_calls", asked.get("parallel_tool_calls", True))
+    obj.setdefault("tool_choice", asked.get("tool_choice") or "auto")
+    obj.setdefault("metadata", asked.get("metadata") or {})
     obj.setdefault("tools", [])
     obj.setdefault("error", None)
+    obj.setdefault("incomplete_details", None)
     usage = obj.get("usage")
     _drop_nulls(usage, _RESPONSE_USAGE_NOT_NULL)
+    if isinstance(usage, dict):
+        usage.setdefault("input_tokens_details", {"cached_tokens": 0})
+        usage["input_tokens_details"].setdefault("cached_tokens", 0)
+        usage["input_tokens_details"].setdefault("cache_write_tokens", 0)
+        usage.setdefault("output_tokens_details", {"reasoning_tokens": 0})
+        usage["output_tokens_details"].setdefault("reasoning_tokens", 0)
     for item in obj.get("output") or []:
         output_item(item)
     return obj
@@ -122,12 +136,12 @@ def output_item(item: Any) -> Any:
     return item
 
 
-def response_event(event: Any) -> Any:
+def response_event(event: Any, request: dict[str, Any] | None = None) -> Any:
     """One Responses stream event, normalised in place and returned."""
     if not isinstance(event, dict):
         return event
     if isinstance(event.get("response"), dict):
-        response(event["response"])
+        response(event["response"], request)
     if isinstance(event.get("item"), dict):
         output_item(event["item"])
     part = event.get("part")

@@ -148,7 +148,7 @@ class ResponsesFormat(WireFormat):
         return False
 
     def relay_json(self, body: Any) -> Any:
-        normalize.response(body)
+        normalize.response(body, self.body)
         self._told(body)
         return body
 
@@ -156,7 +156,7 @@ class ResponsesFormat(WireFormat):
         event = self._event(data)
         if event is None:  # not JSON: passed on as the engine sent it
             return b"data: " + data + b"\n\n"
-        normalize.response_event(event)
+        normalize.response_event(event, self.body)
         if isinstance(event.get("sequence_number"), int):
             self._sequence = event["sequence_number"]
         if event.get("type") in FINAL_EVENTS:
@@ -175,13 +175,13 @@ class ResponsesFormat(WireFormat):
         )
 
     def replay_json(self, answer: CachedAnswer) -> dict[str, Any]:
-        obj = normalize.response(response_object(self.body, answer))
+        obj = normalize.response(response_object(self.body, answer), self.body)
         self._told(obj)
         return obj
 
     def replay_events(self, answer: CachedAnswer) -> Iterator[bytes]:
         for event in as_events(self.body, answer):
-            normalize.response_event(event)
+            normalize.response_event(event, self.body)
             if event["type"] in FINAL_EVENTS:
                 self._told(event["response"])
             yield event_bytes(event)
