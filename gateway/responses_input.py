@@ -104,7 +104,5 @@ def output_as_input(output: Any) -> list[Any]:
             )
             items.append({"role": "assistant", "content": text})
         elif kind in ("function_call", "custom_tool_call"):
-            items.append(
-                {key: value for key, value in item.items() if key not in ("status",) or value}
-            )
+            items.append(dict(item))
     return items
