@@ -160,9 +160,11 @@ def _input_item(item: Any, response_id: str, index: int) -> dict[str, Any]:
     listed = dict(item)
     if responses_input.is_message(item):
         content = item.get("content")
-        kind = "output_text" if item.get("role") == "assistant" else "input_text"
-        if isinstance(content, str):
-            listed["content"] = [{"type": kind, "text": content}]
+        if isinstance(content, str) and item.get("role") == "assistant":
+            part = {"type": "output_text", "text": content, "annotations": [], "logprobs": []}
+            listed["content"] = [part]
+        elif isinstance(content, str):
+            listed["content"] = [{"type": "input_text", "text": content}]
         listed.setdefault("type", "message")
         listed.setdefault("status", "completed")
     digest = hashlib.sha256(f"{response_id}:{index}".encode()).hexdigest()[:32]

@@ -161,7 +161,12 @@ def test_responses_miss_and_hit_json_and_stream(gateway: str, engine: Any) -> No
         _until_cached(url, streamed)
     stored = made[0].json()["id"]
     check("Response", httpx.get(f"{url}/{stored}").json())
-    check("ResponseItemList", httpx.get(f"{url}/{stored}/input_items").json())
+    follow = {"model": engine.model, "input": "Why?", "previous_response_id": stored}
+    followed = _post(url, {**follow, "max_output_tokens": 8})
+    check("Response", followed.json())
+    listed = httpx.get(f"{url}/{followed.json()['id']}/input_items").json()
+    assert [item["role"] for item in listed["data"]] == ["user", "assistant", "user"]
+    check("ResponseItemList", listed)
 
 
 def test_errors(gateway: str, engine: Any) -> None:
