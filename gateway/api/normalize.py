@@ -142,6 +142,9 @@ def response_event(event: Any, request: dict[str, Any] | None = None) -> Any:
         return event
     if isinstance(event.get("response"), dict):
         response(event["response"], request)
+        status = event["response"].get("status")
+        if event.get("type") == "response.completed" and status in ("incomplete", "failed"):
+            event["type"] = f"response.{status}"  # vLLM ends every stream with "completed"
     if isinstance(event.get("item"), dict):
         output_item(event["item"])
     part = event.get("part")

@@ -256,3 +256,15 @@ def test_metrics_count_the_route(client: openai.OpenAI, gateway: str, engine: An
     client.responses.create(**_args(engine, "What is the capital of Norway?"))
     text = httpx.get(f"{gateway}/metrics").text
     assert 'route="/v1/responses"' in text
+
+
+def test_an_answer_cut_by_max_output_tokens_is_incomplete(
+    client: openai.OpenAI, engine: Any
+) -> None:
+    args = {**_args(engine, "Tell me a long story about a dragon."), "max_output_tokens": 4}
+    whole = client.responses.create(**args)
+    assert whole.status == "incomplete" and whole.incomplete_details is not None
+    assert whole.incomplete_details.reason == "max_output_tokens"
+    events = list(client.responses.create(**args, stream=True))
+    assert events[-1].type == "response.incomplete"  # as OpenAI ends it (vLLM: "completed")
+    assert events[-1].response.status == "incomplete"

@@ -127,3 +127,20 @@ def test_model_cards_get_the_required_fields() -> None:
     engine = normalize.model_card({"id": "m", "created": 5, "owned_by": "vllm", "root": "/x"})
     check("ListModelsResponse", {"object": "list", "data": [configured, engine]})
     assert engine["created"] == 5 and engine["root"] == "/x"
+
+
+def test_a_stream_that_ran_out_of_tokens_ends_with_response_incomplete() -> None:
+    cut = {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 1,
+        "model": "m",
+        "status": "incomplete",
+        "incomplete_details": {"reason": "max_output_tokens"},
+        "output": [],
+    }
+    event = {"type": "response.completed", "response": cut, "sequence_number": 9}
+    fixed = normalize.response_event(event, {"model": "m", "temperature": 0})
+    assert fixed["type"] == "response.incomplete"
+    assert fixed["response"]["temperature"] == 0
+    check_event(fixed)
