@@ -14,6 +14,7 @@ from gateway.api import (
     admin_routes,
     dashboard_routes,
     health_routes,
+    messages,
     metrics_routes,
     openai_routes,
     responses,
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (
         openai_routes,
         responses,
+        messages,
         admin_routes,
         health_routes,
         metrics_routes,

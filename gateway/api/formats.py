@@ -21,6 +21,7 @@ PATHS: dict[Kind, str] = {
     "chat": "/v1/chat/completions",
     "completion": "/v1/completions",
     "responses": "/v1/responses",
+    "messages": "/v1/messages",
 }
 
 

@@ -25,12 +25,13 @@ ROUTES = (
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/responses",
+    "/v1/messages",
     "/v1/models",
     "/health",
     "/ready",
     "/metrics",
 )
-COMPLETION_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
+COMPLETION_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages")
 QUIET_ROUTES = ("/health", "/ready", "/metrics", "/dashboard")
 _ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 

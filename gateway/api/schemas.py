@@ -59,6 +59,14 @@ class ResponsesRequest(_Common):
     store: bool | None = None
 
 
+class MessagesRequest(_Common):
+    """``POST /v1/messages`` (Anthropic's Messages API): the fields the gateway reads."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int = Field(ge=1)
+    system: str | list[dict[str, Any]] | None = None
+
+
 BodyT = TypeVar("BodyT", bound=BaseModel)
 MAX_JSON_DEPTH = 64  # a tool's JSON schema is the deepest thing in real requests: ~10 levels
 _TOO_DEEP = f"The request body is nested deeper than {MAX_JSON_DEPTH} levels."
@@ -206,8 +214,18 @@ def validate_model(model: type[BodyT], body: dict[str, Any]) -> BodyT:
         raise InvalidRequest(f"Invalid '{param}': {first['msg']}.", param=param) from exc
 
 
-def enforce_limits(parsed: ChatCompletionRequest | CompletionRequest, limits: LimitConfig) -> None:
+def enforce_limits(
+    parsed: ChatCompletionRequest | CompletionRequest | MessagesRequest, limits: LimitConfig
+) -> None:
     """The configured hard limits (the engine's context is checked later, on a miss)."""
+    if isinstance(parsed, MessagesRequest):
+        chat = ChatCompletionRequest.model_construct(
+            model=parsed.model, messages=parsed.messages, max_tokens=parsed.max_tokens
+        )
+        enforce_limits(chat, limits)
+        if _text_length(parsed.system) > limits.max_prompt_chars:
+            raise InvalidRequest("The system prompt is too long.", param="system")
+        return
     if isinstance(parsed, ChatCompletionRequest):
         if len(parsed.messages) > limits.max_messages:
             raise InvalidRequest(

@@ -30,9 +30,11 @@ Fields outside the scope, because they only change transport or bookkeeping: ``s
 ``store``, ``service_tier``, ``safety_identifier``, ``prompt_cache_key``, ``request_id``,
 ``priority``, ``cache_salt``.
 
-Responses requests (kind ``responses``) are keyed like chat: ``instructions`` and every input
-item before the last one are the context, the last input item must be a text-only user
-message (or ``input`` a string), and the other fields are params like chat's. A request that
+Anthropic Messages requests (kind ``messages``) are keyed like chat, the top-level ``system``
+prompt in the context. Responses requests (kind ``responses``) are keyed like chat:
+``instructions`` and every input item before the last one are the context, the last input
+item must be a text-only user message (or ``input`` a string), and the other fields are params
+like chat's. A request that
 carries state (``previous_response_id``, ``conversation``) or runs in the background is not
 cacheable; ``include`` asking for log probabilities is not either.
 
@@ -60,7 +62,7 @@ from typing import Any, Literal
 from gateway import responses_input
 from gateway.cache.control import CacheControl
 
-Kind = Literal["chat", "completion", "responses"]
+Kind = Literal["chat", "completion", "responses", "messages"]
 SCOPE_VERSION = 1
 EXCLUDED_FIELDS = frozenset(
     {
@@ -122,6 +124,8 @@ def cache_query(
         split = _split_completion(body)
     elif kind == "responses":
         split = _split_responses(body)
+    elif kind == "messages":
+        split = _split_messages(body)
     else:
         return None
     if split is None:
@@ -130,7 +134,9 @@ def cache_query(
     params = {
         key: value
         for key, value in body.items()
-        if key not in EXCLUDED_FIELDS and key not in _PROMPT_FIELDS
+        if key not in EXCLUDED_FIELDS
+        and key not in _PROMPT_FIELDS
+        and not (kind == "messages" and key == "system")
     }
     if "max_completion_tokens" in params and params.get("max_tokens") is None:
         params["max_tokens"] = params.pop("max_completion_tokens")
@@ -206,6 +212,28 @@ def _split_responses(body: Mapping[str, Any]) -> tuple[str, Any] | None:
     earlier = [responses_input.normalized_item(item) for item in items[:-1]]
     last_fields = {k: v for k, v in last.items() if k not in ("content", "role", "type")}
     return text, {"instructions": instructions, "earlier": earlier, "last": last_fields}
+
+
+def _split_messages(body: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """(query text, scope context) of an Anthropic Messages request, or None: keyed like chat,
+    with the top-level ``system`` prompt in the context."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    if not all(isinstance(message, Mapping) for message in messages):
+        return None
+    last = messages[-1]
+    if last.get("role") != "user":
+        return None
+    text = responses_input.content_text(last.get("content"))
+    if text is None or not (text := normalize_text(text)):
+        return None
+    system = body.get("system")
+    system_text = responses_input.content_text(system) if isinstance(system, list) else None
+    earlier = [responses_input.normalized_item(message) for message in messages[:-1]]
+    last_fields = {k: v for k, v in last.items() if k not in ("content", "role")}
+    context = {"system": system if system_text is None else system_text, "earlier": earlier}
+    return text, {**context, "last": last_fields}
 
 
 def _split_completion(body: Mapping[str, Any]) -> tuple[str, Any] | None:

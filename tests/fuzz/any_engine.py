@@ -34,6 +34,7 @@ class AnyEngine:
                 Route("/v1/chat/completions", self._generate, methods=["POST"]),
                 Route("/v1/completions", self._generate, methods=["POST"]),
                 Route("/v1/responses", self._respond, methods=["POST"]),
+                Route("/v1/messages", self._message, methods=["POST"]),
             ]
         )
 
@@ -109,6 +110,28 @@ class AnyEngine:
         async def events() -> AsyncIterator[bytes]:
             done = {"type": "response.completed", "response": response, "sequence_number": 0}
             yield f"event: response.completed\ndata: {json.dumps(done)}\n\n".encode()
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def _message(self, request: Request) -> Response:
+        self.calls += 1
+        body = json.loads(await request.body())
+        message = {
+            "id": "msg_x",
+            "type": "message",
+            "role": "assistant",
+            "model": MODEL,
+            "content": [{"type": "text", "text": "ok."}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 3, "output_tokens": 1},
+        }
+        if body.get("stream") is not True:
+            return JSONResponse(message)
+
+        async def events() -> AsyncIterator[bytes]:
+            start = json.dumps({"type": "message_start", "message": message})
+            yield f"event: message_start\ndata: {start}\n\n".encode()
+            yield b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
