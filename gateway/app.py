@@ -14,9 +14,11 @@ from gateway.api import (
     admin_routes,
     dashboard_routes,
     health_routes,
+    messages,
     metrics_routes,
     openai_routes,
     playground_routes,
+    responses,
 )
 from gateway.api.deps import Services
 from gateway.api.errors import install_error_handlers
@@ -25,6 +27,7 @@ from gateway.auth import Authenticator
 from gateway.cache.factory import build_cache
 from gateway.config import Settings
 from gateway.observability import Metrics
+from gateway.responses_state import build_response_store
 from gateway.routing.admission import Admission
 from gateway.routing.backends import BackendPool
 from gateway.routing.budget import TokenBudget
@@ -65,6 +68,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 cache = await stack.enter_async_context(build_cache(settings.cache))
                 cache.observer = metrics.cache_hooks
                 metrics.watch_embedder(cache.embedder)
+            responses_store = build_response_store(
+                settings.responses,
+                settings.cache.redis_url,
+                prefix=settings.cache.key_prefix,
+                tls=settings.cache.redis_tls_options(),
+            )
+            stack.push_async_callback(responses_store.close)
             budget = TokenBudget(settings.routing.budget, pool, client)
             await budget.warm_up(sorted({m for b in settings.backends for m in b.models}))
             services = Services(
@@ -77,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 admission=Admission(pool.capacity, settings.routing.admission),
                 limiter=RateLimiter(_rate_limits(settings)),
                 budget=budget,
+                responses=responses_store,
             )
             stack.push_async_callback(services.drain)
             metrics.watch(pool, services.admission)
@@ -86,8 +97,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="semcache-gateway", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
-    routes = (openai_routes, admin_routes, health_routes, metrics_routes, dashboard_routes)
-    for module in (*routes, playground_routes):
+    for module in (
+        openai_routes,
+        responses,
+        messages,
+        admin_routes,
+        health_routes,
+        metrics_routes,
+        dashboard_routes,
+        playground_routes,
+    ):
         app.include_router(module.router)
     app.add_middleware(RequestContext, metrics=metrics)
     return app

@@ -20,6 +20,7 @@ from pydantic_settings import (
 
 from gateway.auth import AuthConfig
 from gateway.cache.config import CacheConfig
+from gateway.responses_state import ResponsesConfig
 from gateway.routing.config import RoutingConfig
 
 CONFIG_FILE_ENV = "GATEWAY_CONFIG_FILE"
@@ -84,6 +85,7 @@ class Settings(BaseSettings):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     price_per_1k_tokens: float = Field(
         default=0.0, ge=0, description="For the cost-saved estimate of cache hits."
     )

@@ -29,7 +29,13 @@ class GatewayError(Exception):
 def error_body(
     message: str, error_type: str, param: str | None = None, code: str | int | None = None
 ) -> dict[str, Any]:
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    return {"error": {"message": message, "type": error_type, "param": param, "code": _code(code)}}
+
+
+def _code(code: Any) -> Any:
+    """OpenAI's schema has ``code`` as a string or null; engines (vLLM) and HTTP errors put the
+    status there as a number: written as a string, so it still says the same."""
+    return str(code) if isinstance(code, int) and not isinstance(code, bool) else code
 
 
 class InvalidRequest(GatewayError):
@@ -102,9 +108,9 @@ class UpstreamError(GatewayError):
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict):  # already OpenAI-shaped
             message = str(error.get("message") or "engine error")
-            self._body: dict[str, Any] = {
-                "error": {**error_body(message, "upstream_error")["error"], **error}
-            }
+            merged = {**error_body(message, "upstream_error")["error"], **error}
+            merged["code"] = _code(merged.get("code"))
+            self._body: dict[str, Any] = {"error": merged}
         else:  # older vLLM: {"object": "error", "message": ..., "type": ..., "code": ...}
             fields = body if isinstance(body, dict) else {}
             message = str(fields.get("message") or body or "engine error")

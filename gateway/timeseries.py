@@ -21,7 +21,7 @@ from typing import Any
 
 from gateway.observability import HIT_RESULTS, LATENCY_BUCKETS, Metrics, samples
 
-COMPLETION_ROUTES = ("/v1/chat/completions", "/v1/completions")
+COMPLETION_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages")
 CACHE_RESULTS = ("hit-exact", "hit-semantic", "miss", "bypass", "other")
 RATE_WINDOW_S = 5  # requests/s of each point: over the trailing 5 s (1 s is too noisy)
 PERCENTILE_WINDOW_S = 10  # latency percentiles of each point: the trailing 10 s

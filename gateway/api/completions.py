@@ -17,12 +17,13 @@ from typing import Any
 from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from gateway.api import capture, replay, sse
+from gateway.api import sse
 from gateway.api.deps import Services
+from gateway.api.formats import WireFormat
 from gateway.auth import Caller
 from gateway.cache.control import InvalidCacheControl, parse_cache_control
 from gateway.cache.entry import CachedAnswer, LookupResult
-from gateway.cache.policy import CacheQuery, Kind
+from gateway.cache.policy import CacheQuery
 from gateway.errors import InvalidRequest, NotCached
 from gateway.observability import REQUEST_STARTED, annotate, prompt_preview
 from gateway.routing.coalesce import Subscription
@@ -34,12 +35,18 @@ log = logging.getLogger(__name__)
 # arrive before its cache insert lands share it instead of calling an engine again.
 INSERT_LINGER_S = 2.0
 
-PATHS: dict[Kind, str] = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
-
 
 async def complete(
-    svc: Services, kind: Kind, body: dict[str, Any], caller: Caller, cache_control: str | None
+    svc: Services,
+    fmt: WireFormat,
+    body: dict[str, Any],
+    caller: Caller,
+    cache_control: str | None,
+    *,
+    cacheable: bool = True,
 ) -> Response:
+    """Answers one request of ``fmt``'s route. ``cacheable=False`` keeps the cache out of it
+    entirely (a request that carries state: its answer depends on more than its body)."""
     model: str = body["model"]
     svc.pool.check_model(model)
     try:
@@ -51,20 +58,21 @@ async def complete(
     if svc.settings.log_prompts:
         annotate(prompt=prompt_preview(body))
 
-    query = svc.cache.query(kind, body, caller.tenant, control) if svc.cache else None
-    result = await svc.cache.lookup(query) if svc.cache and query else LookupResult("bypass")
+    cache = svc.cache if cacheable else None
+    query = cache.query(fmt.kind, body, caller.tenant, control) if cache else None
+    result = await cache.lookup(query) if cache and query else LookupResult("bypass")
     svc.metrics.cache_lookups.labels(result.status).inc()
     if result.guard:
         annotate(cache_guard=result.guard)
     if result.hit and result.answer is not None:
-        return _replay(svc, kind, body, result, result.answer)
+        return _replay(svc, fmt, body, result, result.answer)
     if control.only_if_cached:
         raise NotCached("No cached answer for this request (Cache-Control: only-if-cached).")
-    return await _miss(svc, kind, body, caller, query, _cache_headers(result))
+    return await _miss(svc, fmt, body, caller, query, _cache_headers(result))
 
 
 def _replay(
-    svc: Services, kind: Kind, body: dict[str, Any], result: LookupResult, answer: CachedAnswer
+    svc: Services, fmt: WireFormat, body: dict[str, Any], result: LookupResult, answer: CachedAnswer
 ) -> Response:
     model = body["model"]
     tokens = answer.prompt_tokens + answer.completion_tokens
@@ -75,10 +83,9 @@ def _replay(
         "x-cache-similarity": f"{result.similarity or 0:.4f}",
         "age": str(int(result.age_s or 0)),
     }
-    if not body.get("stream"):
-        return JSONResponse(replay.as_json(kind, answer, model), headers=headers)
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    events = replay.as_events(kind, answer, model, include_usage)
+    if not fmt.stream:
+        return JSONResponse(fmt.replay_json(answer), headers=headers)
+    events = fmt.replay_events(answer)
     return StreamingResponse(
         _first_chunk_timed(svc, events, result.status, model, REQUEST_STARTED.get()),
         media_type="text/event-stream",
@@ -94,10 +101,11 @@ def _cache_headers(result: LookupResult) -> dict[str, str]:
     return headers
 
 
-def _first_chunk_timed(
+async def _first_chunk_timed(
     svc: Services, events: Iterator[bytes], cache: str, model: str, started: float | None
-) -> Iterator[bytes]:
-    """A replayed stream, its time to first token observed when its first chunk goes out."""
+) -> AsyncIterator[bytes]:
+    """A replayed stream, its time to first token observed when its first chunk goes out.
+    Asynchronous so that it runs on the event loop (no worker thread per replayed stream)."""
     for i, event in enumerate(events):
         if i == 0 and started is not None:
             svc.metrics.ttft_seconds.labels(cache, "", model).observe(time.perf_counter() - started)
@@ -106,33 +114,29 @@ def _first_chunk_timed(
 
 async def _miss(
     svc: Services,
-    kind: Kind,
+    fmt: WireFormat,
     body: dict[str, Any],
     caller: Caller,
     query: CacheQuery | None,
     headers: dict[str, str],
 ) -> Response:
-    model: str = body["model"]
-    path = PATHS[kind]
-    budgeted = await svc.budget.apply(path, body, model)
+    model, path = fmt.model, fmt.path
+    budgeted = await svc.budget.apply(
+        path, body, model, counted=fmt.count_body(body), limit_fields=fmt.limit_fields
+    )
     svc.limiter.acquire(caller.key_id, budgeted.estimated_tokens, requests=0)
-    upstream_body = {k: v for k, v in budgeted.body.items() if k != "cache"}
     storable = query if query is not None and query.control.store else None
-    stream = bool(body.get("stream"))
-    wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    if stream and storable is not None:  # usage feeds tokens-saved; hidden if not asked for
-        upstream_body["stream_options"] = {
-            **(body.get("stream_options") or {}),
-            "include_usage": True,
-        }
+    upstream_body = fmt.upstream_body(budgeted.body, storable is not None)
     # Identical cacheable misses share one engine call; anything else gets a flight of its own,
-    # as does a `no-cache` request (it asks for a fresh answer, not a just-finished one).
+    # as does a `no-cache` request (it asks for a fresh answer, not a just-finished one). The
+    # scope is in the key: only the leader stores, so a follower from another namespace (or
+    # with other cache options) would leave its own scope without the answer.
     key: Hashable = (
-        (caller.tenant, path, json.dumps(upstream_body, sort_keys=True))
+        (caller.tenant, query.scope, path, json.dumps(upstream_body, sort_keys=True))
         if query is not None and query.control.lookup
         else object()
     )
-    if not stream:
+    if not fmt.stream:
 
         async def answer(meta: dict[str, Any]) -> AsyncIterator[UpstreamResponse]:
             async with svc.admission.slot(model):
@@ -146,11 +150,11 @@ async def _miss(
         usage = response.body.get("usage") or {}
         svc.limiter.settle(caller.key_id, budgeted.estimated_tokens, _tokens(usage))
         task = None
-        found = capture.from_body(kind, response.body) if flight.is_leader and storable else None
+        found = fmt.from_body(response.body) if flight.is_leader and storable else None
         if storable and found and svc.cache and svc.cache.keeps(found):
             svc.answers.linger(flight.flight, INSERT_LINGER_S)
             task = BackgroundTask(_insert, svc, storable, found)
-        return JSONResponse(response.body, headers=headers, background=task)
+        return JSONResponse(fmt.relay_json(response.body), headers=headers, background=task)
 
     async def events(meta: dict[str, Any]) -> AsyncIterator[bytes]:
         async with svc.admission.slot(model):
@@ -171,23 +175,19 @@ async def _miss(
     headers["x-gateway-backend"] = str(sub.meta.get("backend", ""))
     if not sub.is_leader:
         headers["x-gateway-coalesced"] = "1"
-    relay = _relay(svc, kind, sub, storable if sub.is_leader else None, wants_usage, model)
+    relay = _relay(svc, fmt, sub, storable if sub.is_leader else None)
     return StreamingResponse(
         relay, media_type="text/event-stream", headers={**sse.HEADERS, **headers}
     )
 
 
 async def _relay(
-    svc: Services,
-    kind: Kind,
-    sub: Subscription[bytes],
-    query: CacheQuery | None,
-    wants_usage: bool,
-    model: str,
+    svc: Services, fmt: WireFormat, sub: Subscription[bytes], query: CacheQuery | None
 ) -> AsyncIterator[bytes]:
     """Relays chunk by chunk. A client that goes away cancels this generator; when no one else
     listens to the flight, the engine request is closed too (vLLM then aborts it)."""
-    captured = capture.StreamCapture(kind)
+    model = fmt.model
+    captured = fmt.stream_capture()
     started = REQUEST_STARTED.get() or time.perf_counter()
     backend = str(sub.meta.get("backend", ""))
     first = last = 0.0
@@ -195,42 +195,35 @@ async def _relay(
     try:
         async for data in sub:
             usage_only = captured.feed(data)
-            if not usage_only and data != sse.DONE:
+            is_last = fmt.is_last(data)
+            if fmt.is_content(data, usage_only):
                 last = time.perf_counter()
                 chunks += 1
                 if chunks == 1:
                     first = last
                     svc.metrics.ttft_seconds.labels("miss", backend, model).observe(first - started)
-            elif usage_only:
-                tokens = _completion_tokens(data)
-            if data == sse.DONE and sub.is_leader and (tokens or chunks) > 1:
+            tokens = fmt.output_tokens(data, usage_only) or tokens
+            if is_last and sub.is_leader and (tokens or chunks) > 1:
                 # A coalesced follower replays buffered chunks at once: only the leader's count.
                 per_token = (last - first) / ((tokens or chunks) - 1)
                 svc.metrics.tpot_seconds.labels(backend, model).observe(per_token)
-            if usage_only and not wants_usage:
-                continue  # the usage chunk the gateway asked for, not the client
-            answer = captured.answer() if data == sse.DONE and query is not None else None
+            if fmt.hidden(data, usage_only):
+                continue  # e.g. the usage chunk the gateway asked for, not the client
+            answer = captured.answer() if is_last and query is not None else None
             if query is not None and answer and svc.cache and svc.cache.keeps(answer):
-                # Before the last yield: a client that hangs up on [DONE] cancels us there.
+                # Before the last yield: a client that hangs up on the end cancels us there.
                 svc.streams.linger(sub.flight, INSERT_LINGER_S)
                 svc.spawn(_insert(svc, query, answer))
-            yield sse.event(data)
+            yield fmt.relay_event(data)
     except StreamInterrupted as exc:
         log.warning("stream from %s cut mid-way: %s", sub.meta.get("backend"), exc)
-        yield sse.error_event(str(exc))
+        yield fmt.error_event(str(exc))
     finally:
         await sub.aclose()
 
 
 def _tokens(usage: dict[str, Any]) -> int:
     return int(usage.get("total_tokens") or 0)
-
-
-def _completion_tokens(data: bytes) -> int:
-    try:
-        return int(json.loads(data)["usage"]["completion_tokens"] or 0)
-    except (ValueError, KeyError, TypeError):
-        return 0
 
 
 async def _insert(svc: Services, query: CacheQuery, answer: CachedAnswer) -> None:

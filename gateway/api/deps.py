@@ -14,6 +14,7 @@ from gateway.auth import Authenticator
 from gateway.cache.service import SemanticCache
 from gateway.config import Settings
 from gateway.observability import Metrics
+from gateway.responses_state import MemoryResponseStore, ResponseStore
 from gateway.routing.admission import Admission
 from gateway.routing.backends import BackendPool
 from gateway.routing.budget import TokenBudget
@@ -35,6 +36,7 @@ class Services:
     admission: Admission
     limiter: RateLimiter
     budget: TokenBudget
+    responses: ResponseStore = field(default_factory=MemoryResponseStore)
     streams: Coalescer[bytes] = field(default_factory=Coalescer)
     answers: Coalescer[UpstreamResponse] = field(default_factory=Coalescer)
     _background: set[asyncio.Task[None]] = field(default_factory=set)

@@ -1,4 +1,5 @@
-"""OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/models."""
+"""OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/models
+(/v1/responses is in responses.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.api import normalize
 from gateway.api.completions import complete
 from gateway.api.deps import services
+from gateway.api.formats import WireFormat
 from gateway.api.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -27,7 +30,7 @@ router = APIRouter()
 CLIENT_CLOSED = 499  # nginx's "client closed request": logged and counted, never received
 
 
-async def _unless_client_leaves(request: Request, work: Coroutine[Any, Any, Response]) -> Response:
+async def unless_client_leaves(request: Request, work: Coroutine[Any, Any, Response]) -> Response:
     """Runs ``work`` (queueing, the engine call, or a stream's start) unless the client hangs
     up first: then it is cancelled, which closes the engine request (vLLM aborts it) or leaves
     the admission queue. Starlette cancels nothing for a client that leaves before the response
@@ -72,8 +75,9 @@ async def _completion(
     parsed = validate_model(schema, body)
     enforce_limits(parsed, svc.settings.limits)
     request.state.model = parsed.model
-    return await _unless_client_leaves(
-        request, complete(svc, kind, body, caller, request.headers.get("cache-control"))
+    return await unless_client_leaves(
+        request,
+        complete(svc, WireFormat(kind, body), body, caller, request.headers.get("cache-control")),
     )
 
 
@@ -81,4 +85,4 @@ async def _completion(
 async def list_models(request: Request) -> dict[str, Any]:
     svc = services(request)
     svc.auth.caller(request.headers.get("authorization"))
-    return {"object": "list", "data": svc.pool.model_cards()}
+    return {"object": "list", "data": [normalize.model_card(c) for c in svc.pool.model_cards()]}

@@ -21,8 +21,17 @@ from gateway.observability import REQUEST_FIELDS, REQUEST_ID, REQUEST_STARTED, M
 
 log = logging.getLogger("gateway.access")
 
-ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/ready", "/metrics")
-COMPLETION_ROUTES = ("/v1/chat/completions", "/v1/completions")
+ROUTES = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/responses",
+    "/v1/messages",
+    "/v1/models",
+    "/health",
+    "/ready",
+    "/metrics",
+)
+COMPLETION_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages")
 QUIET_ROUTES = ("/health", "/ready", "/metrics", "/dashboard", "/playground")
 _ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -31,6 +40,8 @@ def route_label(path: str) -> str:
     """A bounded label set: unknown paths must not grow the metrics without end."""
     if path in ROUTES:
         return path
+    if path.startswith("/v1/responses/"):
+        return "/v1/responses/{id}"
     if path.startswith("/admin/"):
         return "/admin"
     for page in ("/dashboard", "/playground"):

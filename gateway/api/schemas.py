@@ -17,17 +17,20 @@ from gateway.config import LimitConfig
 from gateway.errors import InvalidRequest, PayloadTooLarge
 
 
-class _Body(BaseModel):
+class _Common(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
-    n: int = Field(default=1, ge=1, le=128)
-    max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     cache: dict[str, Any] | None = None  # the gateway's own extension, never sent to engines
+
+
+class _Body(_Common):
+    n: int = Field(default=1, ge=1, le=128)
+    max_tokens: int | None = Field(default=None, ge=1)
 
 
 class ChatMessage(BaseModel):
@@ -44,6 +47,24 @@ class ChatCompletionRequest(_Body):
 
 class CompletionRequest(_Body):
     prompt: str | list[str] | list[int] | list[list[int]]
+
+
+class ResponsesRequest(_Common):
+    """``POST /v1/responses``: the fields the gateway itself reads."""
+
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    previous_response_id: str | None = Field(default=None, min_length=1)
+    store: bool | None = None
+
+
+class MessagesRequest(_Common):
+    """``POST /v1/messages`` (Anthropic's Messages API): the fields the gateway reads."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int = Field(ge=1)
+    system: str | list[dict[str, Any]] | None = None
 
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
@@ -175,6 +196,15 @@ def openapi_operation(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
+def stored_response_errors() -> dict[int | str, dict[str, Any]]:
+    """The documented errors of the routes that read a stored response (OpenAPI only)."""
+    errors = {"content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+    return {
+        "401": {"description": _ERRORS["401"], **errors},
+        "404": {"description": "No stored response with this id for this caller.", **errors},
+    }
+
+
 def validate_model(model: type[BodyT], body: dict[str, Any]) -> BodyT:
     try:
         return model.model_validate(body)
@@ -184,8 +214,18 @@ def validate_model(model: type[BodyT], body: dict[str, Any]) -> BodyT:
         raise InvalidRequest(f"Invalid '{param}': {first['msg']}.", param=param) from exc
 
 
-def enforce_limits(parsed: ChatCompletionRequest | CompletionRequest, limits: LimitConfig) -> None:
+def enforce_limits(
+    parsed: ChatCompletionRequest | CompletionRequest | MessagesRequest, limits: LimitConfig
+) -> None:
     """The configured hard limits (the engine's context is checked later, on a miss)."""
+    if isinstance(parsed, MessagesRequest):
+        chat = ChatCompletionRequest.model_construct(
+            model=parsed.model, messages=parsed.messages, max_tokens=parsed.max_tokens
+        )
+        enforce_limits(chat, limits)
+        if _text_length(parsed.system) > limits.max_prompt_chars:
+            raise InvalidRequest("The system prompt is too long.", param="system")
+        return
     if isinstance(parsed, ChatCompletionRequest):
         if len(parsed.messages) > limits.max_messages:
             raise InvalidRequest(
@@ -214,7 +254,34 @@ def enforce_limits(parsed: ChatCompletionRequest | CompletionRequest, limits: Li
         )
 
 
-def _text_length(content: str | list[dict[str, Any]] | None) -> int:
+def enforce_response_limits(parsed: ResponsesRequest, limits: LimitConfig) -> None:
+    """The configured hard limits for a Responses request (its input items count as messages;
+    a follow-up's stored history is not counted here, the engine's context still bounds it)."""
+    items = [parsed.input] if isinstance(parsed.input, str) else parsed.input
+    if len(items) > limits.max_messages:
+        raise InvalidRequest(
+            f"Too many input items: {len(items)} > {limits.max_messages}.", param="input"
+        )
+    chars = len(parsed.instructions or "") + sum(
+        len(item) if isinstance(item, str) else _text_length(item.get("content")) for item in items
+    )
+    if chars > limits.max_prompt_chars:
+        raise InvalidRequest(
+            f"The prompt is too long: {chars} characters > {limits.max_prompt_chars}.",
+            param="input",
+            code="prompt_too_long",
+        )
+    asked = parsed.max_output_tokens
+    if asked is not None and asked > limits.max_tokens:
+        raise InvalidRequest(
+            f"max_output_tokens is too large: {asked} > {limits.max_tokens}.",
+            param="max_output_tokens",
+        )
+
+
+def _text_length(content: Any) -> int:
     if isinstance(content, str):
         return len(content)
-    return sum(len(str(part.get("text", ""))) for part in content or [])
+    if not isinstance(content, list):
+        return 0
+    return sum(len(str(part.get("text", ""))) for part in content if isinstance(part, dict))

@@ -7,7 +7,8 @@ floats written as integers, text Unicode NFC) made of:
 - ``tenant``: answers never cross tenants (API keys map to tenants).
 - ``namespace``: the request's ``cache.namespace`` (default ``"default"``); lets an operator
   partition and delete groups of entries.
-- ``kind``: chat completion or text completion; their prompts are not interchangeable.
+- ``kind``: chat completion, text completion or Responses API response; their prompts (and
+  how engines render them) are not interchangeable.
 - ``model``: another model gives another answer.
 - chat: every message before the last one, in order, with all their fields: the system and
   developer prompts and all earlier turns (user, assistant, tool calls and tool results). The
@@ -29,9 +30,17 @@ Fields outside the scope, because they only change transport or bookkeeping: ``s
 ``store``, ``service_tier``, ``safety_identifier``, ``prompt_cache_key``, ``request_id``,
 ``priority``, ``cache_salt``.
 
-The **query text** (what is embedded and compared) is the last user message for chat, the
-prompt for completions. The **exact key** is a digest of the scope and the query text with
-surrounding whitespace stripped, line endings normalised and Unicode NFC applied.
+Anthropic Messages requests (kind ``messages``) are keyed like chat, the top-level ``system``
+prompt in the context. Responses requests (kind ``responses``) are keyed like chat:
+``instructions`` and every input item before the last one are the context, the last input
+item must be a text-only user message (or ``input`` a string), and the other fields are params
+like chat's. A request that
+carries state (``previous_response_id``, ``conversation``) or runs in the background is not
+cacheable; ``include`` asking for log probabilities is not either.
+
+The **query text** (what is embedded and compared) is the last user message for chat and
+Responses, the prompt for completions. The **exact key** is a digest of the scope and the query
+text with surrounding whitespace stripped, line endings normalised and Unicode NFC applied.
 
 Not cacheable (``cache_query`` returns None): more than one choice (``n`` != 1, ``best_of`` > 1,
 several prompts), log probabilities (``logprobs``, ``top_logprobs``, ``prompt_logprobs``),
@@ -50,9 +59,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gateway import responses_input
 from gateway.cache.control import CacheControl
 
-Kind = Literal["chat", "completion"]
+Kind = Literal["chat", "completion", "responses", "messages"]
 SCOPE_VERSION = 1
 EXCLUDED_FIELDS = frozenset(
     {
@@ -71,6 +81,9 @@ EXCLUDED_FIELDS = frozenset(
     }
 )
 _TOOL_FIELDS = ("tools", "functions")
+_PROMPT_FIELDS = frozenset({"model", "messages", "prompt", "input", "instructions"})
+# Responses fields that make a request depend on state kept elsewhere, or not answer at once.
+_STATEFUL_FIELDS = ("previous_response_id", "conversation", "background", "prompt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +122,10 @@ def cache_query(
         split = _split_chat(body)
     elif kind == "completion":
         split = _split_completion(body)
+    elif kind == "responses":
+        split = _split_responses(body)
+    elif kind == "messages":
+        split = _split_messages(body)
     else:
         return None
     if split is None:
@@ -117,7 +134,9 @@ def cache_query(
     params = {
         key: value
         for key, value in body.items()
-        if key not in EXCLUDED_FIELDS and key not in ("model", "messages", "prompt")
+        if key not in EXCLUDED_FIELDS
+        and key not in _PROMPT_FIELDS
+        and not (kind == "messages" and key == "system")
     }
     if "max_completion_tokens" in params and params.get("max_tokens") is None:
         params["max_tokens"] = params.pop("max_completion_tokens")
@@ -171,6 +190,50 @@ def _split_chat(body: Mapping[str, Any]) -> tuple[str, Any] | None:
     earlier = [_normalize_message(message) for message in messages[:-1]]
     last_fields = {key: value for key, value in last.items() if key not in ("content", "role")}
     return text, {"earlier": earlier, "last": last_fields}
+
+
+def _split_responses(body: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """(query text, scope context) of a Responses request, or None if not cacheable."""
+    if any(_truthy(body.get(field)) for field in _STATEFUL_FIELDS):
+        return None
+    include = body.get("include")
+    if isinstance(include, list) and any("logprobs" in str(entry) for entry in include):
+        return None
+    items = responses_input.input_items(body)
+    if not items:
+        return None
+    last = items[-1]
+    if not responses_input.is_message(last) or last.get("role") != "user":
+        return None
+    text = responses_input.content_text(last.get("content"))
+    if text is None or not (text := normalize_text(text)):
+        return None
+    instructions = body.get("instructions")
+    earlier = [responses_input.normalized_item(item) for item in items[:-1]]
+    last_fields = {k: v for k, v in last.items() if k not in ("content", "role", "type")}
+    return text, {"instructions": instructions, "earlier": earlier, "last": last_fields}
+
+
+def _split_messages(body: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """(query text, scope context) of an Anthropic Messages request, or None: keyed like chat,
+    with the top-level ``system`` prompt in the context."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    if not all(isinstance(message, Mapping) for message in messages):
+        return None
+    last = messages[-1]
+    if last.get("role") != "user":
+        return None
+    text = responses_input.content_text(last.get("content"))
+    if text is None or not (text := normalize_text(text)):
+        return None
+    system = body.get("system")
+    system_text = responses_input.content_text(system) if isinstance(system, list) else None
+    earlier = [responses_input.normalized_item(message) for message in messages[:-1]]
+    last_fields = {k: v for k, v in last.items() if k not in ("content", "role")}
+    context = {"system": system if system_text is None else system_text, "earlier": earlier}
+    return text, {**context, "last": last_fields}
 
 
 def _split_completion(body: Mapping[str, Any]) -> tuple[str, Any] | None:

@@ -3,7 +3,8 @@
 The key is a hash of the prompt's leading part, cut in fixed-size blocks. For chat, the leading
 part is the canonical JSON of the tools and the messages up to the n-th user turn (system prompt
 plus first turns), which stays the same as a conversation grows; for completions it is the
-prompt text. Engines are ranked by weighted rendezvous (highest-random-weight) hashing, so
+prompt text; a Responses request is read as the chat messages it renders to (instructions, then
+its input items). Engines are ranked by weighted rendezvous (highest-random-weight) hashing, so
 adding or removing an engine moves only the keys that engine wins or won.
 """
 
@@ -15,12 +16,15 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from gateway import responses_input
 from gateway.routing.config import BalancerConfig
 
 
 def prefix_text(body: dict[str, Any], *, user_turns: int = 1) -> str | None:
     """The part of the request that starts its rendered prompt, as text (None: no prompt)."""
     messages = body.get("messages")
+    if messages is None and "input" in body:  # the Responses API
+        messages = responses_input.chat_messages(body)
     if isinstance(messages, list) and messages:
         leading: list[Any] = []
         seen_users = 0

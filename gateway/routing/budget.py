@@ -68,25 +68,38 @@ class TokenBudget:
             if isinstance(counter, LocalTokenizer):
                 await counter.load()
 
-    async def apply(self, path: str, body: dict[str, Any], model: str) -> Budgeted:
-        """Checks and clamps; raises InvalidRequest when the prompt cannot fit."""
+    async def apply(
+        self,
+        path: str,
+        body: dict[str, Any],
+        model: str,
+        *,
+        counted: dict[str, Any] | None = None,
+        limit_fields: tuple[str, ...] = LIMIT_FIELDS,
+    ) -> Budgeted:
+        """Checks and clamps; raises InvalidRequest when the prompt cannot fit.
+
+        ``counted``: the body the prompt is counted from, when it is not ``body`` itself (a
+        Responses request is counted as the chat messages it renders to); ``limit_fields``:
+        the body's fields that bound the completion (Responses: ``max_output_tokens``)."""
         settings = self._model(model)
         budget = min(self._cfg.max_tokens, settings.max_tokens or math.inf)
-        counted: PromptCount | None = None
+        count_from = body if counted is None else counted
+        prompt_count: PromptCount | None = None
         if self._cfg.enabled:
             try:
-                counted = await self.counter(model).count(model, body)
+                prompt_count = await self.counter(model).count(model, count_from)
             except (LookupError, OSError, ValueError, TypeError) as exc:
                 log.warning("could not count the prompt tokens for %s: %s", model, exc)
         context = settings.context_len or self._pool.context_len(model)
-        if context is None and counted is not None:
-            context = counted.context_len
-        prompt_tokens = counted.tokens if counted is not None else None
+        if context is None and prompt_count is not None:
+            context = prompt_count.context_len
+        prompt_tokens = prompt_count.tokens if prompt_count is not None else None
         limit = int(budget)
         if context is not None and prompt_tokens is not None:
             room = context - prompt_tokens
             if room < 1:
-                field = "messages" if "messages" in body else "prompt"
+                field = next((f for f in ("messages", "prompt") if f in body), "input")
                 raise InvalidRequest(
                     f"This model's maximum context length is {context} tokens. However, your "
                     f"{field} resulted in {prompt_tokens} tokens, leaving no room for a "
@@ -95,11 +108,12 @@ class TokenBudget:
                     code="context_length_exceeded",
                 )
             limit = min(limit, room)
-        present = [f for f in LIMIT_FIELDS if isinstance(body.get(f), int)]
+        present = [f for f in limit_fields if isinstance(body.get(f), int)]
         requested = min((body[f] for f in present), default=None)
         clamped = requested is not None and requested > limit
         granted = limit if requested is None else min(requested, limit)
         if requested is None or clamped:
-            fields = present or ["max_completion_tokens" if "messages" in body else "max_tokens"]
+            default = "max_completion_tokens" if "messages" in body else "max_tokens"
+            fields = present or [default if limit_fields == LIMIT_FIELDS else limit_fields[0]]
             body = {**body, **dict.fromkeys(fields, granted)}
         return Budgeted(body, prompt_tokens, granted, context, clamped)

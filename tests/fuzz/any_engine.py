@@ -33,6 +33,8 @@ class AnyEngine:
                 Route("/tokenize", self._tokenize, methods=["POST"]),
                 Route("/v1/chat/completions", self._generate, methods=["POST"]),
                 Route("/v1/completions", self._generate, methods=["POST"]),
+                Route("/v1/responses", self._respond, methods=["POST"]),
+                Route("/v1/messages", self._message, methods=["POST"]),
             ]
         )
 
@@ -82,6 +84,56 @@ class AnyEngine:
         }
         yield f"data: {json.dumps(chunk)}\n\n".encode()
         yield b"data: [DONE]\n\n"
+
+    async def _respond(self, request: Request) -> Response:
+        self.calls += 1
+        body = json.loads(await request.body())
+        message = {
+            "id": "msg_x",
+            "type": "message",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": "ok.", "annotations": []}],
+        }
+        response = {
+            "id": "resp_x",
+            "object": "response",
+            "created_at": int(time.time()),
+            "model": MODEL,
+            "status": "completed",
+            "output": [message],
+            "usage": {"input_tokens": 3, "output_tokens": 1, "total_tokens": 4},
+        }
+        if body.get("stream") is not True:
+            return JSONResponse(response)
+
+        async def events() -> AsyncIterator[bytes]:
+            done = {"type": "response.completed", "response": response, "sequence_number": 0}
+            yield f"event: response.completed\ndata: {json.dumps(done)}\n\n".encode()
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def _message(self, request: Request) -> Response:
+        self.calls += 1
+        body = json.loads(await request.body())
+        message = {
+            "id": "msg_x",
+            "type": "message",
+            "role": "assistant",
+            "model": MODEL,
+            "content": [{"type": "text", "text": "ok."}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 3, "output_tokens": 1},
+        }
+        if body.get("stream") is not True:
+            return JSONResponse(message)
+
+        async def events() -> AsyncIterator[bytes]:
+            start = json.dumps({"type": "message_start", "message": message})
+            yield f"event: message_start\ndata: {start}\n\n".encode()
+            yield b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+
+        return StreamingResponse(events(), media_type="text/event-stream")
 
 
 @contextmanager

@@ -62,7 +62,12 @@ def _operations(api_schema: Any) -> list[Any]:
 
 def test_the_schema_documents_the_request_bodies(api_schema: Any) -> None:
     posts = {op.path: op for op in _operations(api_schema) if op.method.upper() == "POST"}
-    assert set(posts) == {"/v1/chat/completions", "/v1/completions"}
+    assert set(posts) == {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/responses",
+        "/v1/messages",
+    }
     for op in posts.values():
         assert op.body, f"{op.path}: no request body in the OpenAPI schema"
 
@@ -72,8 +77,8 @@ def test_no_input_gets_a_500_or_an_undocumented_answer(
     api_schema: Any, mode: GenerationMode
 ) -> None:
     operations = _operations(api_schema)
-    assert len(operations) == 3
-    if mode == GenerationMode.NEGATIVE:  # GET /v1/models takes no input to break
+    assert len(operations) == 8  # 4 POSTs, GET /v1/models, the stored responses' GET/DELETE
+    if mode == GenerationMode.NEGATIVE:  # the GETs and DELETE take no body to break
         operations = [op for op in operations if op.method.upper() == "POST"]
     seen: dict[int, int] = {}
     for operation in operations:

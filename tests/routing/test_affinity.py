@@ -73,6 +73,24 @@ def test_a_conversation_keeps_its_key_as_it_grows_and_conversations_differ() -> 
     assert affinity_key(MODEL, reordered, config) == affinity_key(MODEL, turn1, config)
 
 
+def test_a_responses_conversation_keys_like_the_same_chat() -> None:
+    config = BalancerConfig()
+    turn1 = {"instructions": SYSTEM, "input": "What is my balance?"}
+    turn2 = {
+        "instructions": SYSTEM,
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "What is my balance?"}]},
+            {"role": "assistant", "content": "It is 10 EUR."},
+            {"role": "user", "content": "And yesterday?"},
+        ],
+    }
+    as_chat = chat("What is my balance?", system=SYSTEM)
+    assert affinity_key(MODEL, turn1, config) == affinity_key(MODEL, turn2, config)
+    assert affinity_key(MODEL, turn1, config) == affinity_key(MODEL, as_chat, config)
+    other = {"instructions": SYSTEM, "input": "How do I close my account?"}
+    assert affinity_key(MODEL, other, config) != affinity_key(MODEL, turn1, config)
+
+
 def test_completion_prompts_are_keyed_by_their_leading_blocks() -> None:
     config = BalancerConfig(block_chars=64, prefix_blocks=2)
     head = "x" * 128

@@ -66,6 +66,7 @@ class FaultEngine:
                 Route("/tokenize", self._tokenize, methods=["POST"]),
                 Route("/v1/chat/completions", self._generate, methods=["POST"]),
                 Route("/v1/completions", self._generate, methods=["POST"]),
+                Route("/v1/responses", self._generate, methods=["POST"]),
             ]
         )
 
@@ -123,6 +124,11 @@ class FaultEngine:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         chat = request.url.path.endswith("/chat/completions")
+        if request.url.path.endswith("/responses"):
+            if body.get("stream"):
+                events = self._response_stream(mode)
+                return StreamingResponse(events, media_type="text/event-stream")
+            return JSONResponse(self._response("".join(self.words)))
         if body.get("stream"):
             return StreamingResponse(self._stream(chat, mode), media_type="text/event-stream")
         text = "".join(self.words)
@@ -160,6 +166,45 @@ class FaultEngine:
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
                 await asyncio.sleep(self.chunk_delay_s)
             yield b"data: [DONE]\n\n"
+        finally:
+            self.in_flight -= 1
+
+    def _response(self, text: str) -> dict[str, Any]:
+        """A Responses API response object, as vLLM writes one."""
+        part: dict[str, Any] = {
+            "type": "output_text",
+            "text": text,
+            "annotations": [],
+            "logprobs": None,
+        }
+        message = {"id": "msg_stub", "type": "message", "role": "assistant"}
+        return {
+            "id": f"resp_stub{self.calls}",
+            "object": "response",
+            "created_at": int(time.time()),
+            "model": self.model,
+            "status": "completed",
+            "output": [{**message, "status": "completed", "content": [part]}],
+            "usage": {"input_tokens": 5, "output_tokens": 5, "total_tokens": 10},
+        }
+
+    async def _response_stream(self, mode: FaultMode) -> AsyncIterator[bytes]:
+        def event(number: int, kind: str, **fields: Any) -> bytes:
+            data = {"type": kind, "sequence_number": number, **fields}
+            return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+        try:
+            yield event(0, "response.created", response=self._response(""))
+            for i, word in enumerate(self.words):
+                if mode == "cut" and i == 2:
+                    raise ConnectionResetError("stub engine dies mid-stream")
+                if mode == "stall" and i == 1:
+                    await asyncio.sleep(3600)
+                where = {"item_id": "msg_stub", "output_index": 0, "content_index": 0}
+                yield event(i + 1, "response.output_text.delta", delta=word, logprobs=[], **where)
+                await asyncio.sleep(self.chunk_delay_s)
+            done = self._response("".join(self.words))
+            yield event(len(self.words) + 1, "response.completed", response=done)
         finally:
             self.in_flight -= 1
 
