@@ -75,6 +75,8 @@ def _replay(
         "x-cache-similarity": f"{result.similarity or 0:.4f}",
         "age": str(int(result.age_s or 0)),
     }
+    if svc.audit is not None and svc.audit.wants(result):  # off the path: a free engine or none
+        svc.spawn(_audit(svc, kind, body, result))
     if not body.get("stream"):
         return JSONResponse(replay.as_json(kind, answer, model), headers=headers)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -231,6 +233,11 @@ def _completion_tokens(data: bytes) -> int:
         return int(json.loads(data)["usage"]["completion_tokens"] or 0)
     except (ValueError, KeyError, TypeError):
         return 0
+
+
+async def _audit(svc: Services, kind: Kind, body: dict[str, Any], result: LookupResult) -> None:
+    assert svc.audit is not None
+    await svc.audit.run(kind, PATHS[kind], body, result)
 
 
 async def _insert(svc: Services, query: CacheQuery, answer: CachedAnswer) -> None:
