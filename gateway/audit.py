@@ -160,6 +160,8 @@ class Auditor:
     ) -> Outcome:
         assert result.answer is not None and result.entry_id is not None
         model: str = body["model"]
+        if not any(b.has_room() for b in self._pool.candidates(model)):
+            return "skipped"
         try:
             budgeted = await self._budget.apply(path, body, model)
         except GatewayError:
@@ -168,8 +170,6 @@ class Auditor:
             **{k: v for k, v in budgeted.body.items() if k not in ("cache", "stream_options")},
             "stream": False,
         }
-        if not any(b.has_room() for b in self._pool.candidates(model)):
-            return "skipped"
         async with self._admission.spare_slot(model) as ticket:
             if ticket is None:
                 return "skipped"
