@@ -23,6 +23,7 @@ from gateway.api import (
 from gateway.api.deps import Services
 from gateway.api.errors import install_error_handlers
 from gateway.api.request_context import RequestContext
+from gateway.audit import Auditor
 from gateway.auth import Authenticator
 from gateway.cache.factory import build_cache
 from gateway.config import Settings
@@ -77,17 +78,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(responses_store.close)
             budget = TokenBudget(settings.routing.budget, pool, client)
             await budget.warm_up(sorted({m for b in settings.backends for m in b.models}))
+            upstream = Upstream(pool, client, settings.timeouts, settings.routing)
+            admission = Admission(pool.capacity, settings.routing.admission)
+            audit = None
+            if cache is not None and settings.cache.audit.sample_rate > 0:
+                audit = Auditor(cache, upstream, admission, pool, budget, settings.cache.audit)
+                metrics.watch_audit(audit)
             services = Services(
                 settings=settings,
                 pool=pool,
-                upstream=Upstream(pool, client, settings.timeouts, settings.routing),
+                upstream=upstream,
                 cache=cache,
                 auth=Authenticator(settings.auth),
                 metrics=metrics,
-                admission=Admission(pool.capacity, settings.routing.admission),
+                admission=admission,
                 limiter=RateLimiter(_rate_limits(settings)),
                 budget=budget,
                 responses=responses_store,
+                audit=audit,
             )
             stack.push_async_callback(services.drain)
             metrics.watch(pool, services.admission)

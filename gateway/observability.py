@@ -18,12 +18,13 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.cache.guard import REASONS as GUARD_REASONS
 
 if TYPE_CHECKING:
+    from gateway.audit import Auditor
     from gateway.cache.calibration import OperatingPoint
     from gateway.cache.embedder import Embedder
     from gateway.routing.admission import Admission
@@ -53,6 +54,7 @@ class Metrics:
         r = self.registry
         self._updaters: dict[str, Callable[[], None]] = {}
         self._embedder: _EmbedderCollector | None = None
+        self._audit: _AuditCollector | None = None
         Info("gateway_build", "The gateway's version.", registry=r).info({"version": version})
         self.requests = Counter(
             "gateway_requests_total",
@@ -236,6 +238,13 @@ class Metrics:
         self._embedder = _EmbedderCollector(embedder)
         self.registry.register(self._embedder)
 
+    def watch_audit(self, auditor: Auditor) -> None:
+        """Export the audits of semantic hits: outcomes and the agreement rate's interval."""
+        if self._audit is not None:
+            self.registry.unregister(self._audit)
+        self._audit = _AuditCollector(auditor)
+        self.registry.register(self._audit)
+
     def on_breaker(self, change: BreakerTransition) -> None:
         """A breaker listener (BackendPool.add_breaker_listener)."""
         self.breaker_state.labels(change.name).set(BREAKER_STATES[change.new.value])
@@ -289,6 +298,34 @@ class _EmbedderCollector(Collector):
             ("model_seconds", "Time spent in model calls.", s.model_seconds),
         ):
             yield CounterMetricFamily(f"gateway_embedder_{name}", doc, value=value)
+
+
+class _AuditCollector(Collector):
+    def __init__(self, auditor: Auditor) -> None:
+        self._auditor = auditor
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._auditor.counts
+        outcomes = CounterMetricFamily(
+            "gateway_cache_audits",
+            "Sampled semantic hits answered again by an engine in the background, by result: "
+            "agreed, disagreed (the entry's learned similarity was raised), skipped (no free "
+            "engine slot; audits never queue), failed (no answer to compare).",
+            labels=["result"],
+        )
+        for result in ("agreed", "disagreed", "skipped", "failed"):
+            outcomes.add_metric([result], getattr(counts, result))
+        yield outcomes
+        stats = counts.as_dict()
+        if stats["agreement_rate"] is None:
+            return  # no audit yet: no rate to show
+        for suffix, key, what in (
+            ("", "agreement_rate", "Agreed / audited semantic hits since the gateway started."),
+            ("_low", "agreement_low", "Lower bound of its 95 % Wilson interval."),
+            ("_high", "agreement_high", "Upper bound of its 95 % Wilson interval."),
+        ):
+            name = f"gateway_cache_audit_agreement_ratio{suffix}"
+            yield GaugeMetricFamily(name, what, value=stats[key])
 
 
 def samples(metric: Any, suffix: str = "") -> Iterator[Any]:

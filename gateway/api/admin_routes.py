@@ -60,7 +60,10 @@ async def warm(request: Request) -> dict[str, Any]:
 
 @router.get("/cache/stats")
 async def stats(request: Request) -> dict[str, Any]:
-    return await _cache(_admin(request)).stats()
+    svc = _admin(request)
+    stats = await _cache(svc).stats()
+    stats["audit"] = svc.audit.stats() if svc.audit is not None else {"sample_rate": 0.0}
+    return stats
 
 
 @router.delete("/cache/entries/{entry_id}")

@@ -30,6 +30,8 @@ from gateway.routing.coalesce import Subscription
 from gateway.routing.upstream import StreamInterrupted, UpstreamResponse
 
 log = logging.getLogger(__name__)
+# The kinds whose hits the auditor can re-ask (gateway/audit.py reads choices[0]).
+AUDITED = ("chat", "completion")
 
 # An answer being stored stays joinable this long after it ends: identical requests that
 # arrive before its cache insert lands share it instead of calling an engine again.
@@ -83,6 +85,8 @@ def _replay(
         "x-cache-similarity": f"{result.similarity or 0:.4f}",
         "age": str(int(result.age_s or 0)),
     }
+    if svc.audit is not None and fmt.kind in AUDITED and svc.audit.wants(result):
+        svc.spawn(_audit(svc, fmt, body, result))  # off the path: a free engine or none
     if not fmt.stream:
         return JSONResponse(fmt.replay_json(answer), headers=headers)
     events = fmt.replay_events(answer)
@@ -224,6 +228,13 @@ async def _relay(
 
 def _tokens(usage: dict[str, Any]) -> int:
     return int(usage.get("total_tokens") or 0)
+
+
+async def _audit(
+    svc: Services, fmt: WireFormat, body: dict[str, Any], result: LookupResult
+) -> None:
+    assert svc.audit is not None and (fmt.kind == "chat" or fmt.kind == "completion")
+    await svc.audit.run(fmt.kind, fmt.path, body, result)
 
 
 async def _insert(svc: Services, query: CacheQuery, answer: CachedAnswer) -> None:

@@ -62,6 +62,7 @@ async def data(request: Request, window: float = Query(300, ge=10, le=3600)) -> 
         "price_per_1k_tokens": svc.settings.price_per_1k_tokens,
         "engines": [_engine(b) for b in svc.pool.snapshot()],
         "cache": await _cache_summary(request, svc),
+        "audit": svc.audit.stats() if svc.audit is not None else None,
         **series.data(window),
     }
     return JSONResponse(body, headers={"cache-control": "no-store"})

@@ -10,6 +10,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from gateway.audit import Auditor
 from gateway.auth import Authenticator
 from gateway.cache.service import SemanticCache
 from gateway.config import Settings
@@ -37,6 +38,7 @@ class Services:
     limiter: RateLimiter
     budget: TokenBudget
     responses: ResponseStore = field(default_factory=MemoryResponseStore)
+    audit: Auditor | None = None  # audits of semantic hits (None: no cache or sample_rate 0)
     streams: Coalescer[bytes] = field(default_factory=Coalescer)
     answers: Coalescer[UpstreamResponse] = field(default_factory=Coalescer)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
@@ -53,7 +55,7 @@ class Services:
             log.error("background work failed", exc_info=task.exception())
 
     async def drain(self) -> None:
-        """Waits for background work (cache inserts) at shutdown."""
+        """Waits for background work (cache inserts, audits) at shutdown."""
         if self._background:
             await asyncio.wait(self._background, timeout=5)
 

@@ -18,19 +18,25 @@ by it; the guard and the threshold rule still apply to them.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gateway.cache.config import CacheConfig
 from gateway.cache.decision import DEFAULT_VERIFIER, HitPolicy, answer_key, choose_guarded
 from gateway.cache.entry import Neighbour, StoredEntry
 from gateway.cache.guard import Guard
 from gateway.cache.store import CacheStore
+
+if TYPE_CHECKING:
+    from gateway.cache.service import SemanticCache
+
+log = logging.getLogger(__name__)
 
 Z_95_ONE_SIDED = 1.645
 CONSENSUS_CUTS = tuple(DEFAULT_VERIFIER.min_score + d / 4 for d in range(-16, 17))
@@ -179,27 +185,35 @@ async def calibrate(
     )
 
 
-async def calibrate_scope(
-    config: CacheConfig,
-    store: CacheStore,
-    policy: HitPolicy,
-    guard: Guard | None,
+async def calibrate_warmed(
+    cache: SemanticCache,
     model: str,
     namespace: str,
     samples: Sequence[tuple[StoredEntry, np.ndarray]],
-) -> OperatingPoint | None:
-    """``calibrate`` with the target and threshold the config sets for this model and namespace
-    (None when no target is set, or a threshold is set explicitly: that is honoured exactly)."""
+) -> None:
+    """After a warm-up: the warmed scope's operating point, when a target is set for this model
+    and namespace and no threshold is set explicitly (that is honoured exactly). A failure
+    leaves the configured policy in place: the warm-up itself succeeded."""
+    config = cache.config
     target = config.max_false_hit_rate_for(model, namespace)
     if target is None or config.explicit_threshold(model, namespace) is not None:
-        return None
-    return await calibrate(
-        store,
-        policy,
-        guard,
-        samples,
-        threshold=config.threshold,
-        target=target,
-        k=config.search_k,
-        max_probes=config.calibration_probes,
-    )
+        return
+    try:
+        point = await calibrate(
+            cache.store,
+            cache.policy,
+            cache.guard,
+            samples,
+            threshold=config.threshold,
+            target=target,
+            k=config.search_k,
+            max_probes=config.calibration_probes,
+        )
+    except Exception as exc:
+        log.warning("calibrating the cache after a warm-up failed: %r", exc)
+        return
+    if point is not None:
+        cache.operating_points[samples[0][0].scope] = point
+        log.info("cache operating point for %s/%s: %s", model, namespace, point.as_dict())
+        if cache.observer is not None:
+            cache.observer.on_operating_point(point)

@@ -45,6 +45,37 @@ class EmbedderConfig(BaseModel):
     )
 
 
+class AuditConfig(BaseModel):
+    """Audits of semantic hits: a sample is answered again by an engine in the background."""
+
+    sample_rate: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="Fraction of semantic hits also answered by an engine after the hit was "
+        "served, when an engine has a free slot (never queued, never delaying a request, never "
+        "counted against a key's limits); 0 turns audits off.",
+    )
+    agree: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="The fresh answer agrees with the served one when both are equal after "
+        "whitespace and case normalisation, or when the cosine of their embeddings is at least "
+        "this.",
+    )
+    margin: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="An entry that fails an audit at similarity s is from then on only served "
+        "to queries at least s + margin similar to it (its learned similarity, capped at 1).",
+    )
+    max_concurrent: int = Field(
+        default=2, ge=1, description="Most audits running at once; past it a hit is not audited."
+    )
+
+
 class CacheConfig(BaseModel):
     """The semantic cache: tiers, thresholds, lifetimes, bounds and the store connection."""
 
@@ -160,6 +191,7 @@ class CacheConfig(BaseModel):
     redis_socket_timeout_s: float = Field(default=0.25, gt=0)
     redis_max_connections: int = Field(default=64, ge=1)
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
 
     @field_validator("model_max_false_hit_rates", "namespace_max_false_hit_rates")
     @classmethod

@@ -64,7 +64,9 @@ class StoredEntry:
     """One cache entry: the answer plus where it belongs and how long it lives.
 
     ``scope`` is ``"<namespace>:<digest>"`` (see policy.py); ``text`` is the query text that was
-    embedded, kept for diagnostics and cache-quality evaluation.
+    embedded, kept for diagnostics and cache-quality evaluation. ``min_similarity`` is the
+    entry's learned similarity: the semantic tier never serves it to a query less similar than
+    that (raised when an audit finds its answer wrong; 0.0 = only the threshold applies).
     """
 
     entry_id: str
@@ -74,6 +76,7 @@ class StoredEntry:
     answer: CachedAnswer
     created_at: float
     expires_at: float
+    min_similarity: float = 0.0
 
     @property
     def namespace(self) -> str:
@@ -92,6 +95,7 @@ class StoredEntry:
                 "answer": self.answer.to_dict(),
                 "created_at": self.created_at,
                 "expires_at": self.expires_at,
+                "min_similarity": self.min_similarity,
             },
             ensure_ascii=False,
             separators=(",", ":"),
@@ -110,6 +114,7 @@ class StoredEntry:
             answer=CachedAnswer.from_dict(data["answer"]),
             created_at=float(data["created_at"]),
             expires_at=float(data["expires_at"]),
+            min_similarity=float(data.get("min_similarity", 0.0)),  # absent before audits
         )
 
 

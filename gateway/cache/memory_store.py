@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -167,6 +168,16 @@ class MemoryStore:
     async def get(self, entry_id: str) -> StoredEntry | None:
         entry = self._entries.get(entry_id)
         return entry if entry is not None and entry.is_live(self._clock()) else None
+
+    async def raise_min_similarity(self, entry_id: str, value: float) -> bool:
+        entry = await self.get(entry_id)
+        if entry is None:
+            return False
+        if value > entry.min_similarity:
+            raised = replace(entry, min_similarity=value)
+            self._entries[entry_id] = raised
+            self._scopes[entry.scope].entries[entry_id] = raised
+        return True
 
     async def delete(self, entry_id: str) -> bool:
         return self._remove(entry_id)

@@ -4,7 +4,8 @@ Keys (``P`` is the configured prefix, ``S`` a scope id ``"<namespace>:<digest>"`
 
 - ``P:v:S``  vector set (VADD/VSIM, HNSW, Q8) of the scope's entry ids.
 - ``P:z:S``  sorted set entry id -> expires_at: drives the sweep and the per-scope bound.
-- ``P:e:ID`` hash ``e`` (entry JSON) and ``v`` (the float32 vector), expiring with the entry.
+- ``P:e:ID`` hash ``e`` (entry JSON), ``v`` (the float32 vector) and, once an audit raised it,
+  ``m`` (the entry's learned min_similarity), expiring with the entry.
 - ``P:x:K``  exact key -> entry id, expiring with the entry.
 - ``P:scopes`` and ``P:ns:NAMESPACE`` sets of scope ids (for the sweep and namespace deletes).
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, cast
 
 import numpy as np
@@ -50,6 +52,14 @@ _TRIM = """
 local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
 if over > 0 then return redis.call('ZPOPMIN', KEYS[1], over) end
 return {}
+"""
+# Raise an entry's learned similarity (field m of its payload hash), never lower it; the hash
+# keeps its TTL. 0: the entry is gone.
+_RAISE_MIN = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local current = tonumber(redis.call('HGET', KEYS[1], 'm') or '-2')
+if tonumber(ARGV[1]) > current then redis.call('HSET', KEYS[1], 'm', ARGV[1]) end
+return 1
 """
 # Forget a scope in the indexes once its sorted set is gone (atomic with respect to add()).
 _FORGET_IF_EMPTY = """
@@ -87,6 +97,14 @@ def _answered_no() -> Iterator[None]:
         yield
     except ResponseError as exc:
         raise StoreRejected(str(exc)) from exc
+
+
+def _entry(raw: bytes | str, learned: bytes | str | None) -> StoredEntry:
+    """An entry from its JSON and its hash's ``m`` field (the learned similarity), if any."""
+    entry = StoredEntry.from_json(raw)
+    if learned is not None and float(learned) > entry.min_similarity:
+        return replace(entry, min_similarity=float(learned))
+    return entry
 
 
 def _blob(vector: np.ndarray) -> bytes:
@@ -127,6 +145,7 @@ class RedisStore:
         self._del_if_equal = self._r.register_script(_DEL_IF_EQUAL)
         self._trim = self._r.register_script(_TRIM)
         self._forget_if_empty = self._r.register_script(_FORGET_IF_EMPTY)
+        self._raise_min = self._r.register_script(_RAISE_MIN)
 
     # -- key names -------------------------------------------------------------------------
     def _v(self, scope: str) -> str:
@@ -181,10 +200,10 @@ class RedisStore:
             entry_id = await self._r.get(self._x(exact_key))
             if entry_id is None:
                 return None
-            raw = await self._r.hget(self._e(_text(entry_id)), "e")
+            raw, learned = await self._r.hmget(self._e(_text(entry_id)), ["e", "m"])
         if raw is None:
             return None
-        entry = StoredEntry.from_json(raw)
+        entry = _entry(raw, learned)
         if entry.scope != scope or not entry.is_live(self._clock()):
             return None
         return entry
@@ -203,14 +222,14 @@ class RedisStore:
             return []
         async with self._r.pipeline(transaction=False) as pipe:
             for entry_id in candidates:
-                pipe.hmget(self._e(entry_id), ["e", "v"])
+                pipe.hmget(self._e(entry_id), ["e", "v", "m"])
             payloads = await pipe.execute()
         now, found, stale = self._clock(), [], []
-        for entry_id, (raw, blob) in zip(candidates, payloads, strict=True):
+        for entry_id, (raw, blob, learned) in zip(candidates, payloads, strict=True):
             if raw is None:
                 stale.append(entry_id)
                 continue
-            entry = StoredEntry.from_json(raw)
+            entry = _entry(raw, learned)
             if not entry.is_live(now) or blob is None:
                 continue
             similarity = float(np.frombuffer(blob, dtype="<f4") @ query)
@@ -226,11 +245,15 @@ class RedisStore:
         return found
 
     async def get(self, entry_id: str) -> StoredEntry | None:
-        raw = await self._r.hget(self._e(entry_id), "e")
+        raw, learned = await self._r.hmget(self._e(entry_id), ["e", "m"])
         if raw is None:
             return None
-        entry = StoredEntry.from_json(raw)
+        entry = _entry(raw, learned)
         return entry if entry.is_live(self._clock()) else None
+
+    async def raise_min_similarity(self, entry_id: str, value: float) -> bool:
+        with _answered_no():
+            return bool(await self._raise_min(keys=[self._e(entry_id)], args=[repr(value)]))
 
     async def delete(self, entry_id: str) -> bool:
         raw = await self._r.hget(self._e(entry_id), "e")

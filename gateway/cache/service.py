@@ -20,7 +20,7 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from gateway.cache.calibration import OperatingPoint, calibrate_scope
+from gateway.cache.calibration import OperatingPoint, calibrate_warmed
 from gateway.cache.config import CacheConfig
 from gateway.cache.control import CacheControl
 from gateway.cache.decision import HitPolicy, build_policy, choose_guarded
@@ -189,6 +189,18 @@ class SemanticCache:
         self._counters.inserts += 1
         return entry.entry_id
 
+    async def record_audit(self, entry_id: str, similarity: float, agreed: bool) -> float | None:
+        """An audit's verdict on a semantic hit of ``entry_id`` served at ``similarity``: when
+        it disagreed, the entry is from then on served only at ``similarity + audit.margin``
+        or closer (at most 1.0: near-exact repeats). Returns that floor, else None. Never raises."""
+        if agreed:
+            return None
+        floor = min(1.0, similarity + self.config.audit.margin)
+        with contextlib.suppress(_StoreFailed):  # logged and counted by _store_call
+            if await self._store_call(self.store.raise_min_similarity(entry_id, floor)):
+                return floor
+        return None
+
     # -- admin -----------------------------------------------------------------------------
     async def warm(
         self,
@@ -229,26 +241,8 @@ class SemanticCache:
                 on_progress(len(chunk))
         self._counters.inserts += stored
         for scope_samples in samples.values():
-            await self._calibrate(model, namespace, scope_samples)
+            await calibrate_warmed(self, model, namespace, scope_samples)
         return stored
-
-    async def _calibrate(
-        self, model: str, namespace: str, samples: list[tuple[StoredEntry, Any]]
-    ) -> None:
-        """Choose a warmed scope's operating point (calibration.py), when a target is set.
-        A failure leaves the configured policy in place: the warm-up itself succeeded."""
-        try:
-            point = await calibrate_scope(
-                self.config, self.store, self.policy, self.guard, model, namespace, samples
-            )
-        except Exception as exc:
-            log.warning("calibrating the cache after a warm-up failed: %r", exc)
-            return
-        if point is not None:
-            self.operating_points[samples[0][0].scope] = point
-            log.info("cache operating point for %s/%s: %s", model, namespace, point.as_dict())
-            if self.observer is not None:
-                self.observer.on_operating_point(point)
 
     async def get(self, entry_id: str) -> StoredEntry | None:
         return await self._admin_call(self.store.get(entry_id))
@@ -291,7 +285,7 @@ class SemanticCache:
         entry = await self._store_call(self.store.get_exact(q.scope, q.exact_key))
         started = self._observe("exact", started)
         now = self._clock()
-        if entry is not None and self._fresh(entry, now, max_age):
+        if entry is not None and self._servable(entry, now, max_age):
             return self._result("hit-exact", entry, 1.0, now, threshold)
         embedding = await self.embedder.embed_query(q.text)
         started = self._observe("embed", started)
@@ -307,7 +301,7 @@ class SemanticCache:
         neighbours = await self._store_call(self.store.search(q.scope, embedding.vector, k, floor))
         self._observe("search", started)
         now = self._clock()
-        live = [n for n in neighbours if self._fresh(n.entry, now, max_age)]  # best first
+        live = [n for n in neighbours if self._servable(n.entry, now, max_age, n.similarity)]
         chosen, refused = choose_guarded(
             self.policy,
             live,
@@ -322,8 +316,12 @@ class SemanticCache:
         return LookupResult("miss", threshold=threshold, guard=refused)
 
     @staticmethod
-    def _fresh(entry: StoredEntry, now: float, max_age: float | None) -> bool:
-        return entry.is_live(now) and (max_age is None or now - entry.created_at <= max_age)
+    def _servable(
+        entry: StoredEntry, now: float, max_age: float | None, similarity: float = 1.0
+    ) -> bool:
+        """Live, young enough, and (an audit may have raised it) at its learned similarity."""
+        fresh = entry.is_live(now) and (max_age is None or now - entry.created_at <= max_age)
+        return fresh and similarity >= entry.min_similarity
 
     @staticmethod
     def _result(

@@ -45,6 +45,11 @@ class CacheStore(Protocol):
 
     async def get(self, entry_id: str) -> StoredEntry | None: ...
 
+    async def raise_min_similarity(self, entry_id: str, value: float) -> bool:
+        """Set the entry's ``min_similarity`` to ``value`` if that is higher (atomically; it
+        never goes down). False when no such live entry exists."""
+        ...
+
     async def delete(self, entry_id: str) -> bool: ...
 
     async def delete_namespace(self, namespace: str) -> int:

@@ -99,6 +99,20 @@ class Admission:
             self._hold_ewma_s += 0.2 * (self._clock() - held_from - self._hold_ewma_s)
             self._release(model)
 
+    @asynccontextmanager
+    async def spare_slot(self, model: str) -> AsyncIterator[Ticket | None]:
+        """One of the model's slots only if it is free now and nobody waits for one, else None
+        (never queues). For background work that must not delay requests (cache audits): it
+        holds the slot like a request, so requests arriving meanwhile see it taken."""
+        if self._queue or self._capacity(model) <= 0 or not self._fits(model):
+            yield None
+            return
+        self._running[model] = self._running.get(model, 0) + 1
+        try:
+            yield Ticket(model)
+        finally:
+            self._release(model)
+
     def retry_after_s(self) -> float:
         """A guess at when a slot frees up for a newcomer."""
         per_slot = self._hold_ewma_s / max(1, self.in_flight)

@@ -97,7 +97,7 @@ class Traffic:
 def gateway_url(engine: Any) -> Iterator[str]:
     with running_gateway(
         backends=[BackendConfig(url=engine.url)],
-        cache={"store_timeout_s": 5.0},
+        cache={"store_timeout_s": 5.0, "audit": {"sample_rate": 1.0}},  # audit every one
         price_per_1k_tokens=0.5,
     ) as url:
         yield url
@@ -113,6 +113,9 @@ return {
   tiles: Object.fromEntries(["hit-ratio", "tokens", "cost", "p95", "ttft", "engines"]
     .map((name) => [name, num("tile-" + name)])),
   hit_ratio_text: document.querySelector("#tile-hit-ratio .value").textContent,
+  audit: document.getElementById("tile-audit").dataset.value,
+  audit_text: document.querySelector("#tile-audit .value").textContent,
+  audit_sub: document.querySelector("#tile-audit .sub").textContent,
   points: Object.fromEntries(charts.map((c) =>
     [c, Number(document.getElementById("chart-" + c).dataset.points || 0)])),
   paths: Object.fromEntries([["rps", "miss"], ["rps", "hit-exact"], ["latency", "p95"],
@@ -151,6 +154,8 @@ def test_dashboard_renders_live_data_from_real_traffic(gateway_url: str, engine:
         assert traffic.results.get("hit-exact", 0) >= 3, traffic.results
         assert traffic.results.get("hit-semantic", 0) >= 1, traffic.results
         time.sleep(2.5)  # the last requests reach a sample and the page polls it
+        audited = "return document.getElementById('tile-audit').dataset.value"
+        wait_until(lambda: browser.execute_script(audited), "an audited hit", timeout_s=90)
 
         page = browser.execute_script(READ_PAGE)  # one synchronous read: no redraw between
         # Live: the page kept polling while the traffic ran.
@@ -161,6 +166,9 @@ def test_dashboard_renders_live_data_from_real_traffic(gateway_url: str, engine:
         assert tiles["tokens"] > 0 and tiles["cost"] > 0
         assert tiles["p95"] > 0 and tiles["ttft"] > 0
         assert tiles["engines"] == 1
+        # The semantic hits were audited: the agreement rate with its 95 % interval.
+        assert 0 <= float(page["audit"]) <= 1 and page["audit_text"].endswith("%")
+        assert "audited" in page["audit_sub"] and "%\u2013" in page["audit_sub"]  # low-high
         # Every chart drew series from data.
         for chart, count in page["points"].items():
             assert count > 0, chart

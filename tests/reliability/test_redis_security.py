@@ -272,6 +272,7 @@ def test_the_cache_survives_a_redis_restart_with_aof(
                 "key_prefix": "sec.aof",
                 "store_timeout_s": 2.0,
                 "store_retry_after_s": 0.2,
+                "audit": {"sample_rate": 0.0},  # engine.calls counts requests only
             },
         ) as url,
     ):

@@ -115,3 +115,28 @@ async def test_overload_gives_429s_and_admitted_latency_stays_bounded() -> None:
     assert max(admitted) < 0.5 + 0.2 + 0.4  # queue deadline + service time + slack
     assert all(took < 0.8 and int(retry or 0) >= 1 for took, retry in rejected)
     assert one.peak_in_flight <= 2 and two.peak_in_flight <= 2  # per-engine bound held
+
+
+async def test_a_spare_slot_is_taken_only_when_free_now_and_never_queues() -> None:
+    """Background work (cache audits) gets a slot only if no request would wait for it."""
+    capacity = {"m": 2}
+    admission = Admission(lambda model: capacity.get(model, 0), AdmissionConfig(max_wait_s=5))
+    async with admission.spare_slot("m") as ticket:
+        assert ticket is not None and admission.in_flight == 1  # held like a request
+    assert admission.in_flight == 0
+    async with admission.spare_slot("other") as ticket:
+        assert ticket is None  # no routable engine for it
+    release = asyncio.Event()
+    order: list[str] = []
+    tasks = [asyncio.create_task(hold(admission, "m", release, order, t)) for t in "ab"]
+    await asyncio.sleep(0.02)
+    async with admission.spare_slot("m") as ticket:
+        assert ticket is None and admission.queue_depth == 0  # full: no slot, no queueing
+    waiting = asyncio.create_task(hold(admission, "m", release, order, "c"))
+    await asyncio.sleep(0.02)
+    capacity["m"] = 3  # room again, but a request is waiting: it goes first
+    async with admission.spare_slot("m") as ticket:
+        assert ticket is None
+    release.set()
+    await asyncio.gather(*tasks, waiting)
+    assert order == ["a", "b", "c"] and admission.in_flight == 0
