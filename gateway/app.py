@@ -34,7 +34,7 @@ from gateway.routing.backends import BackendPool
 from gateway.routing.budget import TokenBudget
 from gateway.routing.config import KeyLimit, RateLimitConfig
 from gateway.routing.discovery import PublishedEngines
-from gateway.routing.ratelimit import RateLimiter
+from gateway.routing.redis_limits import build_limiter
 from gateway.routing.upstream import Upstream
 from gateway.timeseries import Sampler
 
@@ -76,6 +76,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 tls=settings.cache.redis_tls_options(),
             )
             stack.push_async_callback(responses_store.close)
+            limiter = build_limiter(
+                _rate_limits(settings),
+                settings.cache.redis_url,  # the gateway's Redis: limits shared by replicas
+                prefix=settings.cache.key_prefix,
+                tls=settings.cache.redis_tls_options(),
+            )
+            stack.push_async_callback(limiter.aclose)
             budget = TokenBudget(settings.routing.budget, pool, client)
             await budget.warm_up(sorted({m for b in settings.backends for m in b.models}))
             upstream = Upstream(pool, client, settings.timeouts, settings.routing)
@@ -92,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 auth=Authenticator(settings.auth),
                 metrics=metrics,
                 admission=admission,
-                limiter=RateLimiter(_rate_limits(settings)),
+                limiter=limiter,
                 budget=budget,
                 responses=responses_store,
                 audit=audit,

@@ -55,7 +55,7 @@ async def complete(
         control = parse_cache_control(cache_control, body.get("cache"))
     except InvalidCacheControl as exc:
         raise InvalidRequest(str(exc), param="cache") from exc
-    svc.limiter.acquire(caller.key_id)  # one request; its tokens are counted on a miss
+    await svc.limiter.acquire(caller.key_id)  # one request; its tokens are counted on a miss
     annotate(tenant=caller.tenant, stream=bool(body.get("stream")))
     if svc.settings.log_prompts:
         annotate(prompt=prompt_preview(body))
@@ -128,7 +128,7 @@ async def _miss(
     budgeted = await svc.budget.apply(
         path, body, model, counted=fmt.count_body(body), limit_fields=fmt.limit_fields
     )
-    svc.limiter.acquire(caller.key_id, budgeted.estimated_tokens, requests=0)
+    await svc.limiter.acquire(caller.key_id, budgeted.estimated_tokens, requests=0)
     storable = query if query is not None and query.control.store else None
     upstream_body = fmt.upstream_body(budgeted.body, storable is not None)
     # Identical cacheable misses share one engine call; anything else gets a flight of its own,
@@ -152,7 +152,7 @@ async def _miss(
         if not flight.is_leader:
             headers["x-gateway-coalesced"] = "1"
         usage = response.body.get("usage") or {}
-        svc.limiter.settle(caller.key_id, budgeted.estimated_tokens, _tokens(usage))
+        await svc.limiter.settle(caller.key_id, budgeted.estimated_tokens, _tokens(usage))
         task = None
         found = fmt.from_body(response.body) if flight.is_leader and storable else None
         if storable and found and svc.cache and svc.cache.keeps(found):

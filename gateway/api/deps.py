@@ -20,7 +20,7 @@ from gateway.routing.admission import Admission
 from gateway.routing.backends import BackendPool
 from gateway.routing.budget import TokenBudget
 from gateway.routing.coalesce import Coalescer
-from gateway.routing.ratelimit import RateLimiter
+from gateway.routing.ratelimit import Limiter
 from gateway.routing.upstream import Upstream, UpstreamResponse
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class Services:
     auth: Authenticator
     metrics: Metrics
     admission: Admission
-    limiter: RateLimiter
+    limiter: Limiter
     budget: TokenBudget
     responses: ResponseStore = field(default_factory=MemoryResponseStore)
     audit: Auditor | None = None  # audits of semantic hits (None: no cache or sample_rate 0)

@@ -86,7 +86,8 @@ class KeyLimit(BaseModel):
 
 
 class RateLimitConfig(BaseModel):
-    """Per-API-key limits (token buckets, in-process). ``default`` applies to unlisted keys."""
+    """Per-API-key limits (token buckets). ``default`` applies to unlisted keys. With a Redis
+    configured (``cache.redis_url``) the buckets live there, shared by every replica."""
 
     default: KeyLimit = Field(default_factory=KeyLimit)
     keys: dict[str, KeyLimit] = Field(
@@ -95,6 +96,18 @@ class RateLimitConfig(BaseModel):
         "on auth.keys entries are merged in.",
     )
     max_tracked_keys: int = Field(default=100_000, ge=1)
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        description="Gateway replicas sharing the limits. While Redis cannot be reached, each "
+        "replica enforces limit / replicas in-process.",
+    )
+    redis_timeout_s: float = Field(
+        default=0.25, gt=0, description="Longest wait for Redis before falling back in-process."
+    )
+    redis_retry_s: float = Field(
+        default=1.0, ge=0, description="After a Redis failure, in-process for this long."
+    )
 
 
 class ModelBudget(BaseModel):

@@ -5,6 +5,9 @@ refill = limit / 60 per second). A request takes one request token and its estim
 (prompt + max_tokens) up front; when the real usage is known, ``settle`` gives back (or takes)
 the difference, so the token bucket may go into debt. A refused request takes nothing and gets
 a Retry-After of exactly how long the bucket needs to cover it.
+
+The request path uses the async ``Limiter`` interface: ``LocalLimiter`` (this module, one
+process) or ``SharedLimiter`` (redis_limits: the same buckets in Redis, shared by replicas).
 """
 
 from __future__ import annotations
@@ -13,9 +16,35 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.routing.config import KeyLimit, RateLimitConfig
 from gateway.routing.errors import KeyRateLimited
+
+
+def too_large(tokens: int, capacity: int, what: str) -> KeyRateLimited:
+    return KeyRateLimited(
+        f"This request needs {tokens} tokens, more than the key's limit of "
+        f"{capacity} {what} per minute.",
+        retry_after_s=60.0,
+    )
+
+
+def retry_later(wait_s: float) -> KeyRateLimited:
+    return KeyRateLimited(
+        "Rate limit reached for this API key; retry after the indicated time.",
+        retry_after_s=math.ceil(wait_s),
+    )
+
+
+class Limiter(Protocol):
+    """What the request path calls (see RateLimiter.acquire / settle for the semantics)."""
+
+    async def acquire(self, api_key: str, tokens: int = 0, *, requests: int = 1) -> None: ...
+
+    async def settle(self, api_key: str, estimated: int, actual: int) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass
@@ -77,17 +106,10 @@ class RateLimiter:
             bucket.refill(now)
             needed = bucket.wait_for(amount)
             if math.isinf(needed):
-                raise KeyRateLimited(
-                    f"This request needs {tokens} tokens, more than the key's limit of "
-                    f"{int(bucket.capacity)} {what} per minute.",
-                    retry_after_s=60.0,
-                )
+                raise too_large(tokens, int(bucket.capacity), what)
             wait = max(wait, needed)
         if wait > 0:
-            raise KeyRateLimited(
-                "Rate limit reached for this API key; retry after the indicated time.",
-                retry_after_s=math.ceil(wait),
-            )
+            raise retry_later(wait)
         if state.requests is not None:
             state.requests.level -= requests
         if state.tokens is not None:
@@ -143,3 +165,19 @@ class RateLimiter:
                 bucket.refill(now)
             if all(b.full() for b in buckets):
                 del self._keys[key]
+
+
+class LocalLimiter:
+    """A RateLimiter of this process behind the async Limiter interface."""
+
+    def __init__(self, config: RateLimitConfig | None = None) -> None:
+        self.local = RateLimiter(config)
+
+    async def acquire(self, api_key: str, tokens: int = 0, *, requests: int = 1) -> None:
+        self.local.acquire(api_key, tokens, requests=requests)
+
+    async def settle(self, api_key: str, estimated: int, actual: int) -> None:
+        self.local.settle(api_key, estimated, actual)
+
+    async def aclose(self) -> None:
+        return None
