@@ -20,6 +20,9 @@ import redis
 
 from gateway.cache import CacheConfig, Embedder, SemanticCache, build_cache
 from gateway.config import BackendConfig
+from gateway.routing.config import RateLimitConfig
+from gateway.routing.errors import KeyRateLimited
+from gateway.routing.redis_limits import SharedLimiter
 from tests.cache.helpers import answer, q_chat
 from tests.reliability.processes import RedisProcess
 from tests.reliability.tls import Certs, TlsTerminator, make_certs
@@ -29,10 +32,11 @@ from tests.support.stub_engines import running_fault_engine
 
 USER, PASSWORD = "gateway", "s3cret-Pa55"
 # Least privilege for the store (documented in docs/reliability.md): its own keys only, no
-# admin or dangerous commands; vector-set commands belong to no ACL category, so they are named.
+# admin or dangerous commands; vector-set commands belong to no ACL category, so they are named;
+# TIME (@fast only) is the clock of the shared rate limits' scripts.
 ACL_RULES = (
     f"on >{PASSWORD} ~sec.* resetchannels -@all +@read +@write +@keyspace +@scripting "
-    "+@connection +@transaction -@dangerous +vadd +vsim +vrem +vcard"
+    "+@connection +@transaction -@dangerous +vadd +vsim +vrem +vcard +time"
 )
 QUESTION = "How do I reset my password?"
 PARAPHRASE = "how do i reset my password"
@@ -244,6 +248,20 @@ def test_the_gateway_uses_tls_from_its_settings(
         assert engine.calls == 1
         assert cache_stats(url)["store_errors"] == 0
     assert tls.sessions > before
+
+
+async def test_the_acl_user_runs_the_shared_rate_limits(acl_redis: RedisProcess) -> None:
+    url = f"redis://{USER}:{PASSWORD}@127.0.0.1:{acl_redis.port}"
+    config = RateLimitConfig.model_validate({"keys": {"k": {"requests_per_minute": 2}}})
+    limiter = SharedLimiter(url, config, prefix=f"sec.{uuid.uuid4().hex[:8]}")
+    try:
+        await limiter.acquire("k")
+        await limiter.acquire("k", tokens=5)
+        with pytest.raises(KeyRateLimited):
+            await limiter.acquire("k")
+        assert limiter.failures == 0  # all three on Redis: no fallback to in-process
+    finally:
+        await limiter.aclose()
 
 
 # -- durability -------------------------------------------------------------------------------
