@@ -8,7 +8,8 @@ affinity        prefix keys and rendezvous hashing
 balancer        Balancer.choose -> RouteDecision (engine + why)
 upstream        Upstream: failover before the first byte (tenacity), streaming relay
 admission       Admission.slot: bounded in-flight per model + bounded queue -> 429
-ratelimit       RateLimiter: per-API-key requests/tokens per minute -> 429
+ratelimit       RateLimiter: per-API-key requests/tokens per minute -> 429 (in-process)
+redis_limits    SharedLimiter: the same buckets in Redis, shared by replicas (Lua scripts)
 tokens, budget  prompt token counting; TokenBudget: max_tokens clamp, too-long prompt -> 400
 coalesce        Coalescer: keyed single-flight with broadcast of streamed events
 errors          routing's refinements of gateway.errors
