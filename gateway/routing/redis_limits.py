@@ -10,7 +10,8 @@ expires once both buckets would be full again (an absent hash is a full bucket).
 Redis trouble never fails a request: when Redis errs or does not answer within
 ``redis_timeout_s``, this replica enforces its share of each limit in-process (limit / replicas,
 rounded down, at least 1) and tries Redis again after ``redis_retry_s``. A warning is logged at
-most every WARN_EVERY_S seconds while that lasts.
+most every WARN_EVERY_S seconds while that lasts. A script that timed out may still run once
+Redis wakes up: such a request is then counted twice (there and in-process), never zero times.
 """
 
 from __future__ import annotations

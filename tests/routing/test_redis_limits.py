@@ -4,6 +4,7 @@ replica does when that Redis is down, stalled, or back again."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -106,6 +107,20 @@ async def test_redis_down_each_replica_enforces_its_share(shared: Make) -> None:
     assert time.monotonic() - started < 2
 
 
+async def test_warnings_are_rate_limited_and_settle_falls_back(
+    shared: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}"
+    limiter = shared(dead, redis_retry_s=0, keys={"k": {"tokens_per_minute": 100}})
+    with caplog.at_level(logging.WARNING, logger="gateway.routing.redis_limits"):
+        await limiter.acquire("k", tokens=100)
+        assert not await outcomes(limiter, "k", tokens=50)
+        await limiter.settle("k", estimated=100, actual=40)  # in-process: 60 come back
+        await limiter.acquire("k", tokens=50)
+    assert limiter.failures == 4  # every call tried Redis (no rest), none raised
+    assert len([r for r in caplog.records if "unavailable" in r.getMessage()]) == 1
+
+
 def test_the_share_is_rounded_down_and_at_least_one() -> None:
     config = RateLimitConfig(
         replicas=3,
@@ -161,5 +176,10 @@ async def test_a_stalled_redis_falls_back_within_the_timeout(shared: Make) -> No
         assert limiter.failures == 1
         stall.join()
         client.close()
+        await asyncio.sleep(limiter._cfg.redis_retry_s)
+        assert [await outcomes(limiter, "k") for _ in range(4)] == [True, True, True, False]
+        # back on Redis (no new failure). The timed-out script still ran once Redis woke up:
+        # 1 + 1 + 3 taken there (a stalled call may count twice; it never counts zero times).
+        assert limiter.failures == 1
     finally:
         server.cleanup()
