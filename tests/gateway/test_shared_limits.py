@@ -22,7 +22,8 @@ def post(url: str) -> httpx.Response:
 
 def test_two_replicas_share_a_keys_requests_per_minute(redis_server: str) -> None:
     cache = {"enabled": False, "redis_url": redis_server, "key_prefix": f"t{uuid.uuid4().hex}"}
-    routing = {"rate_limits": {"default": {"requests_per_minute": 5}}}
+    # a generous timeout: a busy CI machine must not look like a Redis outage here
+    routing = {"rate_limits": {"default": {"requests_per_minute": 5}, "redis_timeout_s": 5}}
     with (
         running_fault_engine() as stub,
         running_gateway(backends=[BackendConfig(url=stub.url)], cache=cache, routing=routing) as a,
