@@ -7,49 +7,30 @@ Like /metrics it needs no key: it shows aggregates, engine URLs and states, neve
 from __future__ import annotations
 
 import time
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Query
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 
 from gateway import __version__
 from gateway.api.deps import Services, services
-from gateway.errors import NotFound
+from gateway.api.static_pages import add_page
 from gateway.timeseries import Sampler
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
-STATIC = Path(__file__).parent / "static"
-ASSETS = {
-    "dashboard.css": "text/css; charset=utf-8",
-    "dashboard.js": "text/javascript; charset=utf-8",
-    "charts.js": "text/javascript; charset=utf-8",
-}
 CACHE_STATS_TTL_S = 5.0  # counting entries costs the store a scan: not on every poll
-
-
-@cache
-def _asset(name: str) -> bytes:
-    return (STATIC / name).read_bytes()
-
-
-@router.get("")
-async def page() -> Response:
-    return Response(
-        _asset("index.html"),
-        media_type="text/html; charset=utf-8",
-        headers={"cache-control": "no-cache"},
-    )
-
-
-@router.get("/assets/{name}")
-async def asset(name: str) -> Response:
-    if name not in ASSETS:
-        raise NotFound(f"No dashboard asset '{name}'.")
-    return Response(_asset(name), media_type=ASSETS[name], headers={"cache-control": "no-cache"})
+add_page(
+    router,
+    "index.html",
+    {
+        "dashboard.css": "text/css; charset=utf-8",
+        "dashboard.js": "text/javascript; charset=utf-8",
+        "charts.js": "text/javascript; charset=utf-8",
+    },
+    "dashboard",
+)
 
 
 @router.get("/data")

@@ -55,7 +55,7 @@ from __future__ import annotations
 import hashlib
 import json
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -171,9 +171,11 @@ def normalize_text(text: str) -> str:
     return unicodedata.normalize("NFC", text).replace("\r\n", "\n").strip()
 
 
-def _split_chat(body: Mapping[str, Any]) -> tuple[str, Any] | None:
-    """(query text, scope context) of a chat request, or None if not cacheable."""
-    messages = body.get("messages")
+def _last_user_text(
+    messages: Any, text_of: Callable[[Any], str | None]
+) -> tuple[str, Mapping[str, Any]] | None:
+    """(normalised text, last message) of a list of messages that ends with a text-only user
+    message, else None."""
     if not isinstance(messages, list) or not messages:
         return None
     if not all(isinstance(message, Mapping) for message in messages):
@@ -181,12 +183,19 @@ def _split_chat(body: Mapping[str, Any]) -> tuple[str, Any] | None:
     last = messages[-1]
     if last.get("role") != "user":
         return None
-    text = _text_only(last.get("content"))
-    if text is None:
+    text = text_of(last.get("content"))
+    if text is None or not (text := normalize_text(text)):
         return None
-    text = normalize_text(text)
-    if not text:
+    return text, last
+
+
+def _split_chat(body: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """(query text, scope context) of a chat request, or None if not cacheable."""
+    messages: Any = body.get("messages")
+    found = _last_user_text(messages, _text_only)
+    if found is None:
         return None
+    text, last = found
     earlier = [_normalize_message(message) for message in messages[:-1]]
     last_fields = {key: value for key, value in last.items() if key not in ("content", "role")}
     return text, {"earlier": earlier, "last": last_fields}
@@ -217,17 +226,11 @@ def _split_responses(body: Mapping[str, Any]) -> tuple[str, Any] | None:
 def _split_messages(body: Mapping[str, Any]) -> tuple[str, Any] | None:
     """(query text, scope context) of an Anthropic Messages request, or None: keyed like chat,
     with the top-level ``system`` prompt in the context."""
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
+    messages: Any = body.get("messages")
+    found = _last_user_text(messages, responses_input.content_text)
+    if found is None:
         return None
-    if not all(isinstance(message, Mapping) for message in messages):
-        return None
-    last = messages[-1]
-    if last.get("role") != "user":
-        return None
-    text = responses_input.content_text(last.get("content"))
-    if text is None or not (text := normalize_text(text)):
-        return None
+    text, last = found
     system = body.get("system")
     system_text = responses_input.content_text(system) if isinstance(system, list) else None
     earlier = [responses_input.normalized_item(message) for message in messages[:-1]]
