@@ -13,7 +13,7 @@ from gateway.auth import hash_key
 ADMIN = "admin-secret"
 KEYS = {"acme": "key-acme", "globex": "key-globex"}
 # A stop at the first full stop or line break makes the tiny model finish with "stop" quickly:
-# only complete answers are stored.
+# a finished answer, short and quick to generate.
 ASK: dict[str, Any] = {"max_tokens": 48, "temperature": 0, "stop": [".", "\n"]}
 
 
