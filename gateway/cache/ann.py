@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 
 HNSW_M = 16  # graph degree
-EF_CONSTRUCTION = 64
+EF_CONSTRUCTION = 40
 EF_SEARCH = 96  # at least; raised to the number of candidates asked for
 
 
