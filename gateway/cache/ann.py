@@ -18,6 +18,9 @@ import numpy as np
 HNSW_M = 16  # graph degree
 EF_CONSTRUCTION = 40
 EF_SEARCH = 96  # at least; raised to the number of candidates asked for
+# A bulk insert uses every core; one query runs on the calling thread alone (an OpenMP team for
+# one query only waits for a busy core: p99 117 ms vs p50 1.2 ms seen on a loaded 2-core box).
+_BULK_THREADS = faiss.omp_get_max_threads()
 
 
 class HnswIndex:
@@ -48,7 +51,11 @@ class HnswIndex:
             grown = np.zeros(max(2 * self._bitmap.shape[0], (end + 7) // 8), dtype=np.uint8)
             grown[: self._bitmap.shape[0]] = self._bitmap
             self._bitmap = grown
-        self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        faiss.omp_set_num_threads(_BULK_THREADS)
+        try:
+            self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        finally:
+            faiss.omp_set_num_threads(1)
         for label, entry_id in enumerate(entry_ids, start):
             self._ids.append(entry_id)
             self._labels[entry_id] = label
@@ -75,5 +82,6 @@ class HnswIndex:
             sel=selector, efSearch=max(EF_SEARCH, n)
         )
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
+        faiss.omp_set_num_threads(1)
         _, labels = self._index.search(query, n, params=params)
         return [entry_id for label in labels[0] if label >= 0 and (entry_id := self._ids[label])]
