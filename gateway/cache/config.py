@@ -105,6 +105,12 @@ class CacheConfig(BaseModel):
     memory_max_entries: int = Field(
         default=200_000, ge=1, description="In-process store only: entries over all scopes."
     )
+    memory_ann_min_entries: int = Field(
+        default=2_000,
+        ge=1,
+        description="In-process store only: a scope with this many vectors is searched through "
+        "an HNSW index (exact cosine re-check of its candidates), a smaller one by brute force.",
+    )
     search_k: int = Field(default=4, ge=1, le=100, description="Neighbours fetched per search.")
     policy: Literal["threshold", "consensus"] = Field(
         default="consensus",

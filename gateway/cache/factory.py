@@ -28,6 +28,7 @@ def build_cache(config: CacheConfig, *, embedder: Embedder | None = None) -> Sem
         store = MemoryStore(
             max_entries_per_scope=config.max_entries_per_scope,
             max_entries=config.memory_max_entries,
+            ann_min_entries=config.memory_ann_min_entries,
         )
     own = embedder is None
     return SemanticCache(store, embedder or Embedder(config.embedder), config, owns_embedder=own)

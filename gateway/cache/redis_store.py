@@ -24,7 +24,7 @@ Multi-key transactions assume a single Redis (not a cluster).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, cast
@@ -169,28 +169,76 @@ class RedisStore:
 
     # -- protocol --------------------------------------------------------------------------
     async def add(self, entry: StoredEntry, vector: np.ndarray | None) -> None:
-        scope, entry_id = entry.scope, entry.entry_id
-        expires_ms = int(entry.expires_at * 1000)
-        payload: dict[FieldT, EncodableT] = {"e": entry.to_json()}
         async with self._r.pipeline(transaction=True) as pipe:
-            pipe.set(self._x(entry.exact_key), entry_id, pxat=expires_ms, get=True)
-            if vector is not None:
-                payload["v"] = _blob(vector)
-                pipe.execute_command("VADD", self._v(scope), "FP32", payload["v"], entry_id, "Q8")
-                pipe.pexpireat(self._v(scope), expires_ms, nx=True)
-                pipe.pexpireat(self._v(scope), expires_ms, gt=True)
-            pipe.hset(self._e(entry_id), mapping=payload)
-            pipe.pexpireat(self._e(entry_id), expires_ms)
-            pipe.zadd(self._z(scope), {entry_id: entry.expires_at})
-            pipe.pexpireat(self._z(scope), expires_ms, nx=True)
-            pipe.pexpireat(self._z(scope), expires_ms, gt=True)
-            pipe.sadd(self._scopes, scope)
-            pipe.sadd(self._ns(entry.namespace), scope)
+            self._queue_add(pipe, entry, vector)
             with _answered_no():
                 results = await pipe.execute()
         previous = results[0]
-        if previous is not None and _text(previous) != entry_id:
-            await self._unlink_entries(scope, [_text(previous)])
+        if previous is not None and _text(previous) != entry.entry_id:
+            await self._unlink_entries(entry.scope, [_text(previous)])
+        await self._trim_scope(entry.scope)
+
+    async def add_many(self, items: Sequence[tuple[StoredEntry, np.ndarray | None]]) -> None:
+        """Like add() for each item, pipelined in chunks (one round trip per chunk; not one
+        transaction: each entry's payload is written before its vector, so a concurrent search
+        never mistakes a new vector for a stale one). The scope-wide keys' TTLs and indexes are
+        updated once per chunk and scope, the scope bound once at the end."""
+        scopes: set[str] = set()
+        for start in range(0, len(items), _CHUNK):
+            chunk = items[start : start + _CHUNK]
+            positions: list[int] = []
+            latest: dict[str, float] = {}  # scope -> the latest expiry in this chunk
+            async with self._r.pipeline(transaction=False) as pipe:
+                queued = 0
+                for entry, vector in chunk:
+                    positions.append(queued)
+                    queued += self._queue_add(pipe, entry, vector, scope_keys=False)
+                    latest[entry.scope] = max(latest.get(entry.scope, 0.0), entry.expires_at)
+                for scope, expires_at in latest.items():
+                    self._queue_scope_keys(pipe, scope, int(expires_at * 1000))
+                with _answered_no():
+                    results = await pipe.execute(raise_on_error=False)
+            for result in results:
+                if isinstance(result, ResponseError):
+                    raise StoreRejected(str(result))
+            for (entry, _), position in zip(chunk, positions, strict=True):
+                previous = results[position]
+                if previous is not None and _text(previous) != entry.entry_id:
+                    await self._unlink_entries(entry.scope, [_text(previous)])
+            scopes.update(latest)
+        for scope in scopes:
+            await self._trim_scope(scope)
+
+    def _queue_add(
+        self, pipe: Any, entry: StoredEntry, vector: np.ndarray | None, *, scope_keys: bool = True
+    ) -> int:
+        """Queue one entry's writes (the exact-key SET, whose reply is the previous entry id,
+        first) and, with ``scope_keys``, its scope's TTLs and indexes; returns how many
+        commands were queued."""
+        scope, entry_id = entry.scope, entry.entry_id
+        expires_ms = int(entry.expires_at * 1000)
+        payload: dict[FieldT, EncodableT] = {"e": entry.to_json()}
+        if vector is not None:
+            payload["v"] = _blob(vector)
+        pipe.set(self._x(entry.exact_key), entry_id, pxat=expires_ms, get=True)
+        pipe.hset(self._e(entry_id), mapping=payload)
+        pipe.pexpireat(self._e(entry_id), expires_ms)
+        if vector is not None:
+            pipe.execute_command("VADD", self._v(scope), "FP32", payload["v"], entry_id, "Q8")
+        pipe.zadd(self._z(scope), {entry_id: entry.expires_at})
+        if scope_keys:
+            self._queue_scope_keys(pipe, scope, expires_ms)
+        return (5 if vector is not None else 4) + (6 if scope_keys else 0)
+
+    def _queue_scope_keys(self, pipe: Any, scope: str, expires_ms: int) -> None:
+        """The scope's sets live at least as long as its longest-lived entry; index the scope."""
+        for key in (self._v(scope), self._z(scope)):
+            pipe.pexpireat(key, expires_ms, nx=True)
+            pipe.pexpireat(key, expires_ms, gt=True)
+        pipe.sadd(self._scopes, scope)
+        pipe.sadd(self._ns(scope_namespace(scope)), scope)
+
+    async def _trim_scope(self, scope: str) -> None:
         popped = await self._trim(keys=[self._z(scope)], args=[self._max_per_scope])
         if popped:
             await self._unlink_entries(scope, [_text(member) for member in popped[::2]])

@@ -225,24 +225,24 @@ class SemanticCache:
             allow_tools=self.config.cache_tool_requests,
             now=self._clock(),
         )
-        stored = 0
         samples: dict[str, list[tuple[StoredEntry, Any]]] = {}  # scope -> (entry, vector)
         for start in range(0, len(planned), _WARM_CHUNK):
             chunk = planned[start : start + _WARM_CHUNK]
             embeddings = await self.embedder.embed_many([item.query.text for item in chunk])
+            batch = []
             for item, embedding in zip(chunk, embeddings, strict=True):
                 entry = self._new_entry(item.query, item.answer, item.ttl_s)
                 vector = None if embedding.truncated else embedding.vector
-                await self._admin_call(self.store.add(entry, vector))
-                stored += 1
+                batch.append((entry, vector))
                 if vector is not None:
                     samples.setdefault(entry.scope, []).append((entry, vector))
+            await self._admin_call(self.store.add_many(batch))
             if on_progress is not None:
                 on_progress(len(chunk))
-        self._counters.inserts += stored
+        self._counters.inserts += len(planned)
         for scope_samples in samples.values():
             await calibrate_warmed(self, model, namespace, scope_samples)
-        return stored
+        return len(planned)
 
     async def get(self, entry_id: str) -> StoredEntry | None:
         return await self._admin_call(self.store.get(entry_id))

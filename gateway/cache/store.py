@@ -9,6 +9,7 @@ never returns an entry whose ``expires_at`` has passed, even if its vector was n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -30,6 +31,12 @@ class CacheStore(Protocol):
         An older entry with the same exact key is replaced. When the scope is full, the entries
         closest to expiry are evicted (the oldest ones when all share one TTL).
         """
+        ...
+
+    async def add_many(self, items: Sequence[tuple[StoredEntry, np.ndarray | None]]) -> None:
+        """add() for each (entry, vector) in order, batched (bulk warm-up): pipelined writes in
+        Redis, one index insert per scope in process. The scope bound may be applied only at
+        the end. On failure, some of the items may be stored."""
         ...
 
     async def get_exact(self, scope: str, exact_key: str) -> StoredEntry | None:
