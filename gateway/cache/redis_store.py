@@ -24,9 +24,7 @@ Multi-key transactions assume a single Redis (not a cluster).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -37,74 +35,25 @@ from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
 from gateway.cache.entry import Neighbour, StoredEntry, scope_namespace
+from gateway.cache.redis_scripts import (
+    DEL_IF_EQUAL,
+    FORGET_IF_EMPTY,
+    RAISE_MIN,
+    TRIM,
+    answered_no,
+    entry_of,
+    parse_vsim,
+    text,
+)
 from gateway.cache.store import StoreRejected
 
 Q8_MARGIN = 0.03  # cosine slack for Q8 quantization when pre-filtering candidates in Redis
 _CHUNK = 500
 
-# Remove an exact-key pointer only if it still points at the given entry.
-_DEL_IF_EQUAL = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-# Pop the entries over the bound, closest to expiry first, atomically (no double eviction).
-_TRIM = """
-local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
-if over > 0 then return redis.call('ZPOPMIN', KEYS[1], over) end
-return {}
-"""
-# Raise an entry's learned similarity (field m of its payload hash), never lower it; the hash
-# keeps its TTL. 0: the entry is gone.
-_RAISE_MIN = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local current = tonumber(redis.call('HGET', KEYS[1], 'm') or '-2')
-if tonumber(ARGV[1]) > current then redis.call('HSET', KEYS[1], 'm', ARGV[1]) end
-return 1
-"""
-# Forget a scope in the indexes once its sorted set is gone (atomic with respect to add()).
-_FORGET_IF_EMPTY = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SREM', KEYS[2], ARGV[1])
-  redis.call('SREM', KEYS[3], ARGV[1])
-  return 1
-end
-return 0
-"""
-
 
 def cosine_to_score(cosine: float) -> float:
     """VSIM's similarity score for a cosine similarity (the one place this is converted)."""
     return (1.0 + cosine) / 2.0
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _parse_vsim(response: Any) -> list[str]:
-    """Element ids of a VSIM WITHSCORES reply (RESP2 flat list, RESP3/callback dict, or [])."""
-    if not response:
-        return []
-    if isinstance(response, dict):
-        return [_text(element) for element in response]
-    return [_text(element) for element in response[::2]]
-
-
-@contextmanager
-def _answered_no() -> Iterator[None]:
-    """Redis answered with an error (out of memory, wrong type, ...): it is up, not down."""
-    try:
-        yield
-    except ResponseError as exc:
-        raise StoreRejected(str(exc)) from exc
-
-
-def _entry(raw: bytes | str, learned: bytes | str | None) -> StoredEntry:
-    """An entry from its JSON and its hash's ``m`` field (the learned similarity), if any."""
-    entry = StoredEntry.from_json(raw)
-    if learned is not None and float(learned) > entry.min_similarity:
-        return replace(entry, min_similarity=float(learned))
-    return entry
 
 
 def _blob(vector: np.ndarray) -> bytes:
@@ -142,10 +91,10 @@ class RedisStore:
         self._p = prefix
         self._max_per_scope = max_entries_per_scope
         self._clock = clock
-        self._del_if_equal = self._r.register_script(_DEL_IF_EQUAL)
-        self._trim = self._r.register_script(_TRIM)
-        self._forget_if_empty = self._r.register_script(_FORGET_IF_EMPTY)
-        self._raise_min = self._r.register_script(_RAISE_MIN)
+        self._del_if_equal = self._r.register_script(DEL_IF_EQUAL)
+        self._trim = self._r.register_script(TRIM)
+        self._forget_if_empty = self._r.register_script(FORGET_IF_EMPTY)
+        self._raise_min = self._r.register_script(RAISE_MIN)
 
     # -- key names -------------------------------------------------------------------------
     def _v(self, scope: str) -> str:
@@ -171,11 +120,11 @@ class RedisStore:
     async def add(self, entry: StoredEntry, vector: np.ndarray | None) -> None:
         async with self._r.pipeline(transaction=True) as pipe:
             self._queue_add(pipe, entry, vector)
-            with _answered_no():
+            with answered_no():
                 results = await pipe.execute()
         previous = results[0]
-        if previous is not None and _text(previous) != entry.entry_id:
-            await self._unlink_entries(entry.scope, [_text(previous)])
+        if previous is not None and text(previous) != entry.entry_id:
+            await self._unlink_entries(entry.scope, [text(previous)])
         await self._trim_scope(entry.scope)
 
     async def add_many(self, items: Sequence[tuple[StoredEntry, np.ndarray | None]]) -> None:
@@ -196,15 +145,15 @@ class RedisStore:
                     latest[entry.scope] = max(latest.get(entry.scope, 0.0), entry.expires_at)
                 for scope, expires_at in latest.items():
                     self._queue_scope_keys(pipe, scope, int(expires_at * 1000))
-                with _answered_no():
+                with answered_no():
                     results = await pipe.execute(raise_on_error=False)
             for result in results:
                 if isinstance(result, ResponseError):
                     raise StoreRejected(str(result))
             for (entry, _), position in zip(chunk, positions, strict=True):
                 previous = results[position]
-                if previous is not None and _text(previous) != entry.entry_id:
-                    await self._unlink_entries(entry.scope, [_text(previous)])
+                if previous is not None and text(previous) != entry.entry_id:
+                    await self._unlink_entries(entry.scope, [text(previous)])
             scopes.update(latest)
         for scope in scopes:
             await self._trim_scope(scope)
@@ -241,17 +190,17 @@ class RedisStore:
     async def _trim_scope(self, scope: str) -> None:
         popped = await self._trim(keys=[self._z(scope)], args=[self._max_per_scope])
         if popped:
-            await self._unlink_entries(scope, [_text(member) for member in popped[::2]])
+            await self._unlink_entries(scope, [text(member) for member in popped[::2]])
 
     async def get_exact(self, scope: str, exact_key: str) -> StoredEntry | None:
-        with _answered_no():
+        with answered_no():
             entry_id = await self._r.get(self._x(exact_key))
             if entry_id is None:
                 return None
-            raw, learned = await self._r.hmget(self._e(_text(entry_id)), ["e", "m"])
+            raw, learned = await self._r.hmget(self._e(text(entry_id)), ["e", "m"])
         if raw is None:
             return None
-        entry = _entry(raw, learned)
+        entry = entry_of(raw, learned)
         if entry.scope != scope or not entry.is_live(self._clock()):
             return None
         return entry
@@ -264,8 +213,8 @@ class RedisStore:
         floor = min_similarity - Q8_MARGIN
         if floor > -1.0:
             args += ["EPSILON", 1.0 - cosine_to_score(floor)]
-        with _answered_no():
-            candidates = _parse_vsim(await self._r.execute_command(*args))
+        with answered_no():
+            candidates = parse_vsim(await self._r.execute_command(*args))
         if not candidates:
             return []
         async with self._r.pipeline(transaction=False) as pipe:
@@ -277,7 +226,7 @@ class RedisStore:
             if raw is None:
                 stale.append(entry_id)
                 continue
-            entry = _entry(raw, learned)
+            entry = entry_of(raw, learned)
             if not entry.is_live(now) or blob is None:
                 continue
             similarity = float(np.frombuffer(blob, dtype="<f4") @ query)
@@ -296,11 +245,11 @@ class RedisStore:
         raw, learned = await self._r.hmget(self._e(entry_id), ["e", "m"])
         if raw is None:
             return None
-        entry = _entry(raw, learned)
+        entry = entry_of(raw, learned)
         return entry if entry.is_live(self._clock()) else None
 
     async def raise_min_similarity(self, entry_id: str, value: float) -> bool:
-        with _answered_no():
+        with answered_no():
             return bool(await self._raise_min(keys=[self._e(entry_id)], args=[repr(value)]))
 
     async def delete(self, entry_id: str) -> bool:
@@ -315,9 +264,9 @@ class RedisStore:
     async def delete_namespace(self, namespace: str) -> int:
         removed = 0
         members: set[bytes | str] = await self._r.smembers(self._ns(namespace))
-        scopes = [_text(member) for member in members]
+        scopes = [text(member) for member in members]
         for scope in scopes:
-            ids = [_text(i) for i in cast(list[bytes], await self._r.zrange(self._z(scope), 0, -1))]
+            ids = [text(i) for i in cast(list[bytes], await self._r.zrange(self._z(scope), 0, -1))]
             for chunk in _chunks(ids):
                 async with self._r.pipeline(transaction=False) as pipe:
                     for entry_id in chunk:
@@ -334,7 +283,7 @@ class RedisStore:
     async def flush(self) -> int:
         removed, batch = 0, []
         async for key in self._r.scan_iter(match=f"{self._p}:*", count=1000):
-            if _text(key).startswith(f"{self._p}:e:"):
+            if text(key).startswith(f"{self._p}:e:"):
                 removed += 1
             batch.append(key)
             if len(batch) >= _CHUNK:
@@ -365,7 +314,7 @@ class RedisStore:
                 expired = await pipe.execute()
             for scope, ids in zip(chunk, expired, strict=True):
                 if ids:
-                    removed += await self._unlink_entries(scope, [_text(i) for i in ids])
+                    removed += await self._unlink_entries(scope, [text(i) for i in ids])
                 await self._forget_if_empty(
                     keys=[self._z(scope), self._scopes, self._ns(scope_namespace(scope))],
                     args=[scope],
@@ -397,7 +346,7 @@ class RedisStore:
         chunk: list[str] = []
         seen: set[str] = set()  # SSCAN may return an element twice
         async for raw in self._r.sscan_iter(self._scopes, count=_CHUNK):
-            scope = _text(raw)
+            scope = text(raw)
             if scope in seen:
                 continue
             seen.add(scope)

@@ -1,0 +1,72 @@
+"""The Redis store's Lua scripts (each one atomic on the server) and reply parsing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from gateway.cache.entry import StoredEntry
+from gateway.cache.store import StoreRejected
+
+# Remove an exact-key pointer only if it still points at the given entry.
+DEL_IF_EQUAL = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# Pop the entries over the bound, closest to expiry first, atomically (no double eviction).
+TRIM = """
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
+if over > 0 then return redis.call('ZPOPMIN', KEYS[1], over) end
+return {}
+"""
+# Raise an entry's learned similarity (field m of its payload hash), never lower it; the hash
+# keeps its TTL. 0: the entry is gone.
+RAISE_MIN = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local current = tonumber(redis.call('HGET', KEYS[1], 'm') or '-2')
+if tonumber(ARGV[1]) > current then redis.call('HSET', KEYS[1], 'm', ARGV[1]) end
+return 1
+"""
+# Forget a scope in the indexes once its sorted set is gone (atomic with respect to add()).
+FORGET_IF_EMPTY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[1])
+  redis.call('SREM', KEYS[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def parse_vsim(response: Any) -> list[str]:
+    """Element ids of a VSIM WITHSCORES reply (RESP2 flat list, RESP3/callback dict, or [])."""
+    if not response:
+        return []
+    if isinstance(response, dict):
+        return [text(element) for element in response]
+    return [text(element) for element in response[::2]]
+
+
+@contextmanager
+def answered_no() -> Iterator[None]:
+    """Redis answered with an error (out of memory, wrong type, ...): it is up, not down."""
+    try:
+        yield
+    except ResponseError as exc:
+        raise StoreRejected(str(exc)) from exc
+
+
+def entry_of(raw: bytes | str, learned: bytes | str | None) -> StoredEntry:
+    """An entry from its JSON and its hash's ``m`` field (the learned similarity), if any."""
+    entry = StoredEntry.from_json(raw)
+    if learned is not None and float(learned) > entry.min_similarity:
+        return replace(entry, min_similarity=float(learned))
+    return entry
