@@ -34,6 +34,7 @@ from gateway.cache.guard import Guard
 from gateway.cache.store import CacheStore
 
 if TYPE_CHECKING:
+    from gateway.cache.config import CacheConfig
     from gateway.cache.service import SemanticCache
 
 log = logging.getLogger(__name__)
@@ -185,19 +186,24 @@ async def calibrate(
     )
 
 
+def calibration_target(config: CacheConfig, model: str, namespace: str) -> float | None:
+    """The false-hit rate a warm-up of this model and namespace is calibrated for: None when no
+    target is set, or a threshold is set explicitly (that is honoured exactly)."""
+    if config.explicit_threshold(model, namespace) is not None:
+        return None
+    return config.max_false_hit_rate_for(model, namespace)
+
+
 async def calibrate_warmed(
     cache: SemanticCache,
     model: str,
     namespace: str,
     samples: Sequence[tuple[StoredEntry, np.ndarray]],
+    target: float,
 ) -> None:
-    """After a warm-up: the warmed scope's operating point, when a target is set for this model
-    and namespace and no threshold is set explicitly (that is honoured exactly). A failure
-    leaves the configured policy in place: the warm-up itself succeeded."""
+    """After a warm-up: the warmed scope's operating point for ``target``. A failure leaves the
+    configured policy in place: the warm-up itself succeeded."""
     config = cache.config
-    target = config.max_false_hit_rate_for(model, namespace)
-    if target is None or config.explicit_threshold(model, namespace) is not None:
-        return
     try:
         point = await calibrate(
             cache.store,

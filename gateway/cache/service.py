@@ -20,7 +20,7 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from gateway.cache.calibration import OperatingPoint, calibrate_warmed
+from gateway.cache.calibration import OperatingPoint, calibrate_warmed, calibration_target
 from gateway.cache.config import CacheConfig
 from gateway.cache.control import CacheControl
 from gateway.cache.decision import HitPolicy, build_policy, choose_guarded
@@ -225,6 +225,8 @@ class SemanticCache:
             allow_tools=self.config.cache_tool_requests,
             now=self._clock(),
         )
+        # Vectors are kept for calibration only when this warm-up is calibrated (calibration.py).
+        target = calibration_target(self.config, model, namespace)
         samples: dict[str, list[tuple[StoredEntry, Any]]] = {}  # scope -> (entry, vector)
         for start in range(0, len(planned), _WARM_CHUNK):
             chunk = planned[start : start + _WARM_CHUNK]
@@ -234,14 +236,15 @@ class SemanticCache:
                 entry = self._new_entry(item.query, item.answer, item.ttl_s)
                 vector = None if embedding.truncated else embedding.vector
                 batch.append((entry, vector))
-                if vector is not None:
+                if vector is not None and target is not None:
                     samples.setdefault(entry.scope, []).append((entry, vector))
             await self._admin_call(self.store.add_many(batch))
             if on_progress is not None:
                 on_progress(len(chunk))
         self._counters.inserts += len(planned)
-        for scope_samples in samples.values():
-            await calibrate_warmed(self, model, namespace, scope_samples)
+        if target is not None:
+            for scope_samples in samples.values():
+                await calibrate_warmed(self, model, namespace, scope_samples, target)
         return len(planned)
 
     async def get(self, entry_id: str) -> StoredEntry | None:
