@@ -12,7 +12,7 @@ tokens the way the engine renders them) and by the gateway's response state (a f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 TEXT_PART_TYPES = frozenset({"input_text", "output_text", "text"})
@@ -36,16 +36,16 @@ def is_message(item: Any) -> bool:
     )
 
 
-def content_text(content: Any) -> str | None:
-    """The text of a message content that holds only text (string or text parts), else None.
-    Parts are joined by newlines, as for chat content lists."""
+def content_text(content: Any, part_types: Collection[str] = TEXT_PART_TYPES) -> str | None:
+    """The text of a message content that holds only text (string or parts of ``part_types``),
+    else None. Parts are joined by newlines, as vLLM renders chat content lists."""
     if isinstance(content, str):
         return content
     if not isinstance(content, list) or not content:
         return None
     texts: list[str] = []
     for part in content:
-        if not isinstance(part, Mapping) or part.get("type") not in TEXT_PART_TYPES:
+        if not isinstance(part, Mapping) or part.get("type") not in part_types:
             return None
         text = part.get("text")
         if not isinstance(text, str):

@@ -62,6 +62,7 @@ from typing import Any, Literal
 from gateway import responses_input
 from gateway.cache.control import CacheControl
 
+CHAT_TEXT_PARTS = frozenset({"text"})
 Kind = Literal["chat", "completion", "responses", "messages"]
 SCOPE_VERSION = 1
 EXCLUDED_FIELDS = frozenset(
@@ -254,20 +255,8 @@ def _split_completion(body: Mapping[str, Any]) -> tuple[str, Any] | None:
 
 
 def _text_only(content: Any) -> str | None:
-    """The text of a message content that holds only text, else None."""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list) or not content:
-        return None
-    texts: list[str] = []
-    for part in content:
-        if not isinstance(part, Mapping) or part.get("type") != "text":
-            return None
-        text = part.get("text")
-        if not isinstance(text, str):
-            return None
-        texts.append(text)
-    return "\n".join(texts)
+    """The text of a chat message content that holds only text (parts of type "text")."""
+    return responses_input.content_text(content, CHAT_TEXT_PARTS)
 
 
 def _normalize_message(message: Mapping[str, Any]) -> dict[str, Any]:
