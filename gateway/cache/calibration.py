@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gateway.cache.decision import DEFAULT_VERIFIER, HitPolicy, answer_key, choose_guarded
+from gateway.cache.decision import (
+    DEFAULT_VERIFIER,
+    HitPolicy,
+    answer_key,
+    choose_guarded,
+    entry_answer_key,
+)
 from gateway.cache.entry import Neighbour, StoredEntry
 from gateway.cache.guard import Guard
 from gateway.cache.store import CacheStore
@@ -136,12 +142,12 @@ def choose_point(
 
 def probe_of(entry: StoredEntry, neighbours: Sequence[Neighbour]) -> Probe:
     others = [n for n in neighbours if n.entry.entry_id != entry.entry_id]
-    return Probe(entry.text, " ".join(entry.answer.text.split()).casefold(), others)
+    return Probe(entry.text, entry_answer_key(entry), others)
 
 
 def shared_answers(entries: Sequence[StoredEntry]) -> list[StoredEntry]:
     """The entries whose answer another entry of the list carries too (the labelled ones)."""
-    keys = [" ".join(e.answer.text.split()).casefold() for e in entries]
+    keys = [entry_answer_key(e) for e in entries]
     counts: dict[str, int] = {}
     for key in keys:
         counts[key] = counts.get(key, 0) + 1

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.cache.entry import Neighbour
+from gateway.cache.entry import Neighbour, StoredEntry
 
 FEATURES = ("best", "margin", "share", "density")
 
@@ -105,8 +105,14 @@ class Neighbourhood:
     features: tuple[float, ...]  # in FEATURES order
 
 
+def entry_answer_key(entry: StoredEntry) -> str:
+    """An entry's answer, whitespace collapsed and case folded: entries with equal keys share
+    an answer."""
+    return " ".join(entry.answer.text.split()).casefold()
+
+
 def answer_key(neighbour: Neighbour) -> str:
-    return " ".join(neighbour.entry.answer.text.split()).casefold()
+    return entry_answer_key(neighbour.entry)
 
 
 def neighbourhood(
