@@ -103,16 +103,19 @@ async def test_overload_gives_429s_and_admitted_latency_stays_bounded() -> None:
                 started = time.perf_counter()
                 try:
                     async with admission.slot(MODEL):
+                        waited = time.perf_counter() - started
                         await r.upstream.complete(CHAT, chat(f"q{i}"), MODEL)
-                    return "ok", time.perf_counter() - started, None
+                    return "ok", waited, None
                 except RateLimited as exc:
                     return "429", time.perf_counter() - started, exc.headers()["Retry-After"]
 
             results = await asyncio.gather(*(request(i) for i in range(40)))
-    admitted = [took for status, took, _ in results if status == "ok"]
+    waits = [waited for status, waited, _ in results if status == "ok"]
     rejected = [(took, retry) for status, took, retry in results if status == "429"]
-    assert 8 <= len(admitted) <= 16 and len(rejected) >= 24
-    assert max(admitted) < 0.5 + 0.2 + 0.4  # queue deadline + service time + slack
+    assert 8 <= len(waits) <= 16 and len(rejected) >= 24
+    # What admission bounds is the wait for a slot (the engine's own time is the engine's):
+    # the queue deadline plus slack for a busy event loop.
+    assert max(waits) < 0.5 + 0.4
     assert all(took < 0.8 and int(retry or 0) >= 1 for took, retry in rejected)
     assert one.peak_in_flight <= 2 and two.peak_in_flight <= 2  # per-engine bound held
 
