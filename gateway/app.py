@@ -28,6 +28,7 @@ from gateway.auth import Authenticator
 from gateway.cache.factory import build_cache
 from gateway.config import Settings
 from gateway.observability import Metrics
+from gateway.redis_client import shared_redis
 from gateway.responses_state import build_response_store
 from gateway.routing.admission import Admission
 from gateway.routing.backends import BackendPool
@@ -35,6 +36,7 @@ from gateway.routing.budget import TokenBudget
 from gateway.routing.config import KeyLimit, RateLimitConfig
 from gateway.routing.discovery import PublishedEngines
 from gateway.routing.redis_limits import build_limiter
+from gateway.routing.shared_flight import SharedFlights
 from gateway.routing.upstream import Upstream
 from gateway.timeseries import Sampler
 
@@ -91,6 +93,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if cache is not None and settings.cache.audit.sample_rate > 0:
                 audit = Auditor(cache, upstream, admission, pool, budget, settings.cache.audit)
                 metrics.watch_audit(audit)
+            shared = None
+            if settings.cache.redis_url and settings.routing.shared_flight.enabled:
+                shared = SharedFlights(
+                    await stack.enter_async_context(shared_redis(settings)),
+                    settings.routing.shared_flight,
+                    prefix=settings.cache.key_prefix,
+                )
             services = Services(
                 settings=settings,
                 pool=pool,
@@ -103,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 budget=budget,
                 responses=responses_store,
                 audit=audit,
+                shared=shared,
             )
             stack.push_async_callback(services.drain)
             metrics.watch(pool, services.admission)
