@@ -25,6 +25,7 @@ from gateway.api.errors import install_error_handlers
 from gateway.api.request_context import RequestContext
 from gateway.audit import Auditor
 from gateway.auth import Authenticator
+from gateway.cache.cluster_stats import ClusterStats
 from gateway.cache.factory import build_cache
 from gateway.config import Settings
 from gateway.observability import Metrics
@@ -93,13 +94,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if cache is not None and settings.cache.audit.sample_rate > 0:
                 audit = Auditor(cache, upstream, admission, pool, budget, settings.cache.audit)
                 metrics.watch_audit(audit)
-            shared = None
-            if settings.cache.redis_url and settings.routing.shared_flight.enabled:
-                shared = SharedFlights(
-                    await stack.enter_async_context(shared_redis(settings)),
-                    settings.routing.shared_flight,
-                    prefix=settings.cache.key_prefix,
-                )
+            shared, cluster_stats = None, None
+            if settings.cache.redis_url:  # replicas coordinate through their Redis
+                coordination = await stack.enter_async_context(shared_redis(settings))
+                prefix = settings.cache.key_prefix
+                if settings.routing.shared_flight.enabled:
+                    shared = SharedFlights(
+                        coordination, settings.routing.shared_flight, prefix=prefix
+                    )
+                if cache is not None:
+                    cluster_stats = ClusterStats(
+                        coordination,
+                        cache.counters,
+                        prefix=prefix,
+                        flush_s=settings.cache.stats_flush_s,
+                    )
+                    await stack.enter_async_context(cluster_stats)
             services = Services(
                 settings=settings,
                 pool=pool,
@@ -113,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 responses=responses_store,
                 audit=audit,
                 shared=shared,
+                cluster_stats=cluster_stats,
             )
             stack.push_async_callback(services.drain)
             metrics.watch(pool, services.admission)

@@ -12,6 +12,7 @@ from starlette.requests import Request
 
 from gateway.audit import Auditor
 from gateway.auth import Authenticator
+from gateway.cache.cluster_stats import ClusterStats
 from gateway.cache.service import SemanticCache
 from gateway.config import Settings
 from gateway.observability import Metrics
@@ -43,6 +44,7 @@ class Services:
     streams: Coalescer[bytes] = field(default_factory=Coalescer)
     answers: Coalescer[Any] = field(default_factory=Coalescer)  # JSON bodies
     shared: SharedFlights | None = None  # flights shared across replicas (through Redis)
+    cluster_stats: ClusterStats | None = None  # cache counters summed over the replicas
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
