@@ -36,6 +36,7 @@ from gateway.routing.backends import BackendPool
 from gateway.routing.budget import TokenBudget
 from gateway.routing.config import KeyLimit, RateLimitConfig
 from gateway.routing.discovery import PublishedEngines
+from gateway.routing.dns_discovery import DnsEngines, build_resolver, is_dns
 from gateway.routing.redis_limits import build_limiter
 from gateway.routing.shared_flight import SharedFlights
 from gateway.routing.upstream import Upstream
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
             client = await stack.enter_async_context(httpx.AsyncClient(limits=limits))
             pool = BackendPool(
-                settings.backends,
+                [b for b in settings.backends if not is_dns(b.url)],
                 client,
                 probe_interval_s=settings.probe_interval_s,
                 probe_timeout_s=settings.timeouts.probe_s,
@@ -65,6 +66,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             pool.add_breaker_listener(metrics.on_breaker)
             await stack.enter_async_context(pool)
+            if discovered := [b for b in settings.backends if is_dns(b.url)]:
+                resolver = build_resolver(settings.dns_nameserver)
+                engines = DnsEngines(pool, discovered, resolver, interval_s=settings.dns_interval_s)
+                await stack.enter_async_context(engines)
             if settings.backends_file is not None:
                 await stack.enter_async_context(PublishedEngines(pool, settings.backends_file))
             cache = None
