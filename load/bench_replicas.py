@@ -64,12 +64,17 @@ async def hits(
         for i, text in feed:
             replica = i % len(urls)
             started = time.perf_counter()
-            async with http.post(
-                f"{urls[replica]}/v1/chat/completions", json=body(model, text), headers=CACHED_ONLY
-            ) as resp:
-                await resp.read()
-                latencies.append(time.perf_counter() - started)
-                by_replica[replica][resp.headers.get("x-cache") or str(resp.status)] += 1
+            try:
+                async with http.post(
+                    f"{urls[replica]}/v1/chat/completions",
+                    json=body(model, text),
+                    headers=CACHED_ONLY,
+                ) as resp:
+                    await resp.read()
+                    latencies.append(time.perf_counter() - started)
+                    by_replica[replica][resp.headers.get("x-cache") or str(resp.status)] += 1
+            except aiohttp.ClientError as exc:  # counted as lost, never retried
+                by_replica[replica][type(exc).__name__] += 1
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
@@ -127,8 +132,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     seed = split(read_labelled(args.csv)).seed
     texts = [row.text for row in seed]
     report: dict[str, Any] = {"loadavg_start": loadavg(), "clients": args.clients}
-    connector = aiohttp.TCPConnector(limit=128)
-    timeout = aiohttp.ClientTimeout(total=300)
     with contextlib.ExitStack() as stack_:
         engine = stack_.enter_context(_engine(args.engine_url))
         redis_url = stack_.enter_context(stack.redis())
@@ -139,7 +142,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for _ in range(3)
         ]
         print(f"[bench] replicas at {urls}", file=sys.stderr, flush=True)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        async with session() as http:
             entries = [
                 {
                     "messages": [{"role": "user", "content": r.text}],
@@ -152,18 +155,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 assert resp.status == 200, await resp.text()
             report["warmed_through_replica_1"] = len(entries)
             await hits(http, urls, engine.model, texts[:96], args.clients)  # warm-up, unmeasured
-            stack_hits = 96
-            for k in (1, 2, 3):
-                await asyncio.sleep(1.0)
+        stack_hits = 96
+        for k in (1, 2, 3):
+            await asyncio.sleep(1.0)
+            async with session() as http:  # fresh connections for each phase
                 phase = await hits(
                     http, urls[:k], engine.model, (texts * 4)[: args.n], args.clients
                 )
-                stack_hits += sum(n for s, n in phase["x_cache"].items() if s.startswith("hit"))
-                report[f"hits_{k}_replicas"] = phase
+            stack_hits += sum(n for s, n in phase["x_cache"].items() if s.startswith("hit"))
+            report[f"hits_{k}_replicas"] = phase
+            async with session() as http:
                 report[f"misses_{k}_replicas"] = await misses(
                     http, urls[:k], engine.model, args.misses
                 )
-            await asyncio.sleep(1.5)  # every replica flushes its counters (every 0.5 s)
+        await asyncio.sleep(1.5)  # every replica flushes its counters (every 0.5 s)
+        async with session() as http:
             async with http.get(f"{urls[2]}/admin/cache/stats", headers=AUTH) as resp:
                 stats = await resp.json()
             report["cluster_stats_from_replica_3"] = {
@@ -176,6 +182,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             }
     report["loadavg_end"] = loadavg()
     return report
+
+
+def session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=128), timeout=aiohttp.ClientTimeout(total=300)
+    )
 
 
 @contextlib.contextmanager
