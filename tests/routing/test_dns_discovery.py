@@ -24,7 +24,12 @@ import uvicorn
 
 from gateway.config import BackendConfig
 from gateway.routing.backends import BackendPool
-from gateway.routing.dns_discovery import DnsEngines, DnsTarget, NameserverResolver
+from gateway.routing.dns_discovery import (
+    DnsEngines,
+    DnsTarget,
+    NameserverResolver,
+    SystemResolver,
+)
 from tests.support.gateway import running_gateway
 from tests.support.servers import free_port, serve_in_thread
 from tests.support.stub_engines import MODEL, FaultEngine
@@ -180,3 +185,11 @@ def test_replicas_send_a_prefix_to_the_same_engine_whatever_order_they_found_the
     assert on_a == on_b
     assert set(on_a) == set(engines)  # the prefixes spread over every engine
     assert DnsTarget.parse(f"dns://{NAME}:{port}").engine_url("::1") == f"http://[::1]:{port}"
+
+
+def test_the_system_resolver_reads_what_any_program_reads() -> None:
+    # getaddrinfo: /etc/hosts first, as in a pod (the default when no nameserver is set)
+    found = asyncio.run(SystemResolver().addresses("localhost"))
+    assert "127.0.0.1" in found or "::1" in found
+    with pytest.raises(OSError):
+        asyncio.run(SystemResolver().addresses(f"no-such-host-{uuid.uuid4().hex}.invalid"))
