@@ -207,9 +207,7 @@ class SharedFlights:
             async for event in lead(meta):
                 events.append(event)
                 yield event
-            mark = "R" if reusable(events) else "O"
-            encoded = [base64.b64encode(codec.encode(e)).decode() for e in events]
-            payload = mark + json.dumps({"meta": _plain(meta), "events": encoded})
+            payload = _payload(events, meta, codec, reusable)
         finally:
             renewer.cancel()
             ttl_ms = int(self.config.answer_ttl_s * 1000)
@@ -276,6 +274,20 @@ async def _next_message(pubsub: Any, wait_s: float) -> None:
 async def _close(pubsub: Any) -> None:
     with contextlib.suppress(*_REDIS_ERRORS):
         await pubsub.aclose()
+
+
+def _payload(
+    events: list[T], meta: dict[str, Any], codec: Codec[T], reusable: Callable[[list[T]], bool]
+) -> str:
+    """The stored answer: 'R' (late joiners may take it) or 'O' (only waiting followers), then
+    JSON. '' when it cannot be encoded: followers then lead a flight of their own."""
+    try:
+        mark = "R" if reusable(events) else "O"
+        encoded = [base64.b64encode(codec.encode(e)).decode() for e in events]
+        return mark + json.dumps({"meta": _plain(meta), "events": encoded})
+    except Exception:  # the answer itself went out fine: never fail it here
+        log.exception("a flight's answer could not be shared with other replicas")
+        return ""
 
 
 def _text(value: bytes | str) -> str:

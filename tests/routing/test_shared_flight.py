@@ -145,3 +145,19 @@ def test_redis_down_means_leading_alone() -> None:
         assert time.monotonic() - started < 1.5  # the second one does not try Redis again
 
     asyncio.run(main())
+
+
+def test_an_answer_that_cannot_be_shared_still_reaches_its_own_clients(redis_server: str) -> None:
+    def boom(_: list[bytes]) -> bool:
+        raise ValueError("an answer the cache cannot read")
+
+    async def main() -> None:
+        prefix = uuid.uuid4().hex
+        a, b = replica(redis_server, prefix), replica(redis_server, prefix)
+        engine = Engine(delay_s=0)
+        assert await collect(a, "odd", engine, reusable=boom) == [b"one", b"two", b"three"]
+        await asyncio.sleep(0.1)
+        assert await collect(b, "odd", engine) == [b"one", b"two", b"three"]
+        assert engine.calls == 2  # nothing stored: the next one leads (no wait on a lease)
+
+    asyncio.run(main())
