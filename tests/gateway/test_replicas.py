@@ -129,6 +129,10 @@ def test_cache_stats_are_the_clusters(pair: list[str]) -> None:
     assert sa["hit_ratio"] == pytest.approx(
         sa["hits"] / (sa["hits"] + sa["misses"])
     )  # ratios from the summed counts
+    dashboard = httpx.get(f"{b}/dashboard/data", timeout=10).json()["cache"]
+    assert dashboard["counted_by"] == "cluster" and dashboard["replicas_reporting"] == 2
+    assert dashboard["hits"] >= summed["hits"]  # the cluster's, not replica b's alone
+    assert dashboard["hits"] > local[1]["hits"]
 
 
 def stream_first_chunk(url: str, text: str, got_first: threading.Event) -> int:
