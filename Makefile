@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install browser run test lint bench clean
+.PHONY: install browser dnsmasq run test lint bench clean
 
 install: $(STAMP)
 
@@ -25,6 +25,12 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends chromium chromium-driver >/dev/null; }
 
+# The DNS discovery test asks Debian's dnsmasq for the engines' addresses.
+dnsmasq:
+	@command -v dnsmasq >/dev/null || test -x /usr/sbin/dnsmasq || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends dnsmasq-base >/dev/null; }
+
 run: install
 	$(PY) -m gateway up
 
@@ -33,7 +39,7 @@ lint: install
 	$(PY) -m ruff format --check gateway engine tests load
 	$(PY) -m mypy
 
-test: install browser lint
+test: install browser dnsmasq lint
 	$(PY) -m pytest
 
 clean:

@@ -331,6 +331,11 @@ def k8s_cross_problems(docs: list[dict[str, Any]]) -> list[str]:
         urls.append(env["GATEWAY_CACHE__REDIS_URL"])
     for url in urls:
         problems += _target_problems(url, service_ports, "k8s gateway env")
+        host = urlparse(url).hostname or ""
+        headless = services.get(host, {}).get("spec", {}).get("clusterIP") == "None"
+        if url.startswith("dns://") and not headless:
+            # a ClusterIP Service resolves to one virtual IP: the gateway would see one engine
+            problems.append(f"k8s gateway env: {url}: Service/{host} is not headless")
     return problems
 
 

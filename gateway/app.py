@@ -25,16 +25,20 @@ from gateway.api.errors import install_error_handlers
 from gateway.api.request_context import RequestContext
 from gateway.audit import Auditor
 from gateway.auth import Authenticator
+from gateway.cache.cluster_stats import ClusterStats
 from gateway.cache.factory import build_cache
 from gateway.config import Settings
 from gateway.observability import Metrics
+from gateway.redis_client import shared_redis
 from gateway.responses_state import build_response_store
 from gateway.routing.admission import Admission
 from gateway.routing.backends import BackendPool
 from gateway.routing.budget import TokenBudget
 from gateway.routing.config import KeyLimit, RateLimitConfig
 from gateway.routing.discovery import PublishedEngines
+from gateway.routing.dns_discovery import DnsEngines, build_resolver, is_dns
 from gateway.routing.redis_limits import build_limiter
+from gateway.routing.shared_flight import SharedFlights
 from gateway.routing.upstream import Upstream
 from gateway.timeseries import Sampler
 
@@ -54,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
             client = await stack.enter_async_context(httpx.AsyncClient(limits=limits))
             pool = BackendPool(
-                settings.backends,
+                [b for b in settings.backends if not is_dns(b.url)],
                 client,
                 probe_interval_s=settings.probe_interval_s,
                 probe_timeout_s=settings.timeouts.probe_s,
@@ -62,6 +66,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             pool.add_breaker_listener(metrics.on_breaker)
             await stack.enter_async_context(pool)
+            if discovered := [b for b in settings.backends if is_dns(b.url)]:
+                resolver = build_resolver(settings.dns_nameserver)
+                engines = DnsEngines(pool, discovered, resolver, interval_s=settings.dns_interval_s)
+                await stack.enter_async_context(engines)
             if settings.backends_file is not None:
                 await stack.enter_async_context(PublishedEngines(pool, settings.backends_file))
             cache = None
@@ -91,6 +99,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if cache is not None and settings.cache.audit.sample_rate > 0:
                 audit = Auditor(cache, upstream, admission, pool, budget, settings.cache.audit)
                 metrics.watch_audit(audit)
+            shared, cluster_stats = None, None
+            if settings.cache.redis_url:  # replicas coordinate through their Redis
+                coordination = await stack.enter_async_context(shared_redis(settings))
+                prefix = settings.cache.key_prefix
+                if settings.routing.shared_flight.enabled:
+                    shared = SharedFlights(
+                        coordination, settings.routing.shared_flight, prefix=prefix
+                    )
+                if cache is not None:
+                    cluster_stats = ClusterStats(
+                        coordination,
+                        cache.counters,
+                        prefix=prefix,
+                        flush_s=settings.cache.stats_flush_s,
+                    )
+                    await stack.enter_async_context(cluster_stats)
             services = Services(
                 settings=settings,
                 pool=pool,
@@ -103,6 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 budget=budget,
                 responses=responses_store,
                 audit=audit,
+                shared=shared,
+                cluster_stats=cluster_stats,
             )
             stack.push_async_callback(services.drain)
             metrics.watch(pool, services.admission)

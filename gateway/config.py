@@ -80,6 +80,15 @@ class Settings(BaseSettings):
         description="Engine list published by `python -m engine pool` (followed live).",
     )
     probe_interval_s: float = Field(default=5.0, gt=0, description="Engine health probe period.")
+    dns_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often dns://name:port backends are resolved again (engines come and go).",
+    )
+    dns_nameserver: str | None = Field(
+        default=None,
+        description="ip[:port] of the DNS server for dns:// backends; None = the system resolver.",
+    )
     timeouts: TimeoutConfig = Field(default_factory=TimeoutConfig)
     limits: LimitConfig = Field(default_factory=LimitConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)

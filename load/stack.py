@@ -93,9 +93,12 @@ def gateway(
     redis_url: str | None = None,
     policy: str | None = None,
     log_path: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[str]:
-    """``python -m gateway serve`` in front of ``backend``; yields its base URL."""
+    """``python -m gateway serve`` in front of ``backend``; yields its base URL. ``env`` adds
+    GATEWAY_* settings."""
     port = free_port()
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update(
         {
@@ -112,6 +115,7 @@ def gateway(
         env["GATEWAY_REDIS_URL"] = redis_url
     if policy:  # else the gateway's default
         env["GATEWAY_CACHE__POLICY"] = policy
+    env.update(extra)  # any other GATEWAY_* settings
     log_path = log_path or Path(tempfile.mkdtemp(prefix="bench-gateway-")) / "gateway.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:

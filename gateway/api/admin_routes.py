@@ -62,6 +62,10 @@ async def warm(request: Request) -> dict[str, Any]:
 async def stats(request: Request) -> dict[str, Any]:
     svc = _admin(request)
     stats = await _cache(svc).stats()
+    if svc.cluster_stats is not None:  # counters of every replica; "replica": this one's
+        stats = await svc.cluster_stats.merged(stats)
+    if svc.shared is not None:
+        stats["shared_flights"] = svc.shared.stats()  # this replica's
     stats["audit"] = svc.audit.stats() if svc.audit is not None else {"sample_rate": 0.0}
     return stats
 

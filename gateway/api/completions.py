@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Hashable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -26,10 +26,12 @@ from gateway.cache.entry import CachedAnswer, LookupResult
 from gateway.cache.policy import CacheQuery
 from gateway.errors import InvalidRequest, NotCached
 from gateway.observability import REQUEST_STARTED, annotate, prompt_preview
-from gateway.routing.coalesce import Subscription
-from gateway.routing.upstream import StreamInterrupted, UpstreamResponse
+from gateway.routing.coalesce import Producer, Subscription
+from gateway.routing.shared_flight import BYTES, JSON, REMOTE, Codec, flight_key
+from gateway.routing.upstream import StreamInterrupted
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # The kinds whose hits the auditor can re-ask (gateway/audit.py reads choices[0]).
 AUDITED = ("chat", "completion")
 
@@ -142,23 +144,31 @@ async def _miss(
     )
     if not fmt.stream:
 
-        async def answer(meta: dict[str, Any]) -> AsyncIterator[UpstreamResponse]:
+        async def answer(meta: dict[str, Any]) -> AsyncIterator[Any]:
             async with svc.admission.slot(model):
-                yield await svc.upstream.send(path, upstream_body, model)
+                response = await svc.upstream.send(path, upstream_body, model)
+            meta["backend"] = response.route.backend.url
+            yield response.body
 
-        async with svc.answers.join(key, answer) as flight:
-            response = await anext(aiter(flight))
-        headers["x-gateway-backend"] = response.route.backend.url
-        if not flight.is_leader:
+        def keepable(bodies: list[Any]) -> bool:
+            found = fmt.from_body(bodies[0]) if storable and svc.cache else None
+            return bool(found and svc.cache and svc.cache.keeps(found))
+
+        producer = _shared(svc, key, answer, JSON, keepable)
+        async with svc.answers.join(key, producer) as flight:
+            body = await anext(aiter(flight))
+        leads = flight.is_leader and not flight.meta.get(REMOTE)
+        headers["x-gateway-backend"] = str(flight.meta.get("backend", ""))
+        if not leads:
             headers["x-gateway-coalesced"] = "1"
-        usage = response.body.get("usage") or {}
+        usage = body.get("usage") or {}
         await svc.limiter.settle(caller.key_id, budgeted.estimated_tokens, _tokens(usage))
         task = None
-        found = fmt.from_body(response.body) if flight.is_leader and storable else None
+        found = fmt.from_body(body) if leads and storable else None
         if storable and found and svc.cache and svc.cache.keeps(found):
             svc.answers.linger(flight.flight, INSERT_LINGER_S)
             task = BackgroundTask(_insert, svc, storable, found)
-        return JSONResponse(fmt.relay_json(response.body), headers=headers, background=task)
+        return JSONResponse(fmt.relay_json(body), headers=headers, background=task)
 
     async def events(meta: dict[str, Any]) -> AsyncIterator[bytes]:
         async with svc.admission.slot(model):
@@ -170,16 +180,26 @@ async def _miss(
             finally:
                 await opened.aclose()
 
-    sub = svc.streams.join(key, events)
+    def stream_keepable(chunks: list[bytes]) -> bool:
+        if storable is None or svc.cache is None:
+            return False
+        captured = fmt.stream_capture()
+        for data in chunks:
+            captured.feed(data)
+        found = captured.answer()
+        return bool(found and svc.cache.keeps(found))
+
+    sub = svc.streams.join(key, _shared(svc, key, events, BYTES, stream_keepable))
     try:
         await sub.wait_started()  # an error before the first byte still gets its HTTP status
     except BaseException:
         await sub.aclose()
         raise
+    leads = sub.is_leader and not sub.meta.get(REMOTE)
     headers["x-gateway-backend"] = str(sub.meta.get("backend", ""))
-    if not sub.is_leader:
+    if not leads:
         headers["x-gateway-coalesced"] = "1"
-    relay = _relay(svc, fmt, sub, storable if sub.is_leader else None)
+    relay = _relay(svc, fmt, sub, storable if leads else None)
     return StreamingResponse(
         relay, media_type="text/event-stream", headers={**sse.HEADERS, **headers}
     )
@@ -194,6 +214,7 @@ async def _relay(
     captured = fmt.stream_capture()
     started = REQUEST_STARTED.get() or time.perf_counter()
     backend = str(sub.meta.get("backend", ""))
+    leads = sub.is_leader and not sub.meta.get(REMOTE)
     first = last = 0.0
     chunks = tokens = 0  # content chunks; completion tokens from the usage chunk, if any
     try:
@@ -207,7 +228,7 @@ async def _relay(
                     first = last
                     svc.metrics.ttft_seconds.labels("miss", backend, model).observe(first - started)
             tokens = fmt.output_tokens(data, usage_only) or tokens
-            if is_last and sub.is_leader and (tokens or chunks) > 1:
+            if is_last and leads and (tokens or chunks) > 1:
                 # A coalesced follower replays buffered chunks at once: only the leader's count.
                 per_token = (last - first) / ((tokens or chunks) - 1)
                 svc.metrics.tpot_seconds.labels(backend, model).observe(per_token)
@@ -224,6 +245,15 @@ async def _relay(
         yield fmt.error_event(str(exc))
     finally:
         await sub.aclose()
+
+
+def _shared(
+    svc: Services, key: Hashable, producer: Producer[T], codec: Codec[T], keepable: Any
+) -> Producer[T]:
+    """The flight's producer, led or followed across replicas when they share a Redis."""
+    if svc.shared is None or not isinstance(key, tuple):
+        return producer
+    return svc.shared.wrap(flight_key(list(key)), producer, codec, keepable)
 
 
 def _tokens(usage: dict[str, Any]) -> int:

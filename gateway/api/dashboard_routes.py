@@ -65,6 +65,8 @@ async def _cache_summary(request: Request, svc: Services) -> dict[str, Any]:
     memo: tuple[float, dict[str, Any]] | None = getattr(request.app.state, "cache_stats", None)
     if memo is None or time.monotonic() - memo[0] > CACHE_STATS_TTL_S:
         stats = await svc.cache.stats()
+        if svc.cluster_stats is not None:
+            stats = await svc.cluster_stats.merged(stats)
         embedder = stats.get("embedder") or {}
         summary = {
             "enabled": True,
@@ -74,6 +76,13 @@ async def _cache_summary(request: Request, svc: Services) -> dict[str, Any]:
             "store_errors": stats.get("store_errors"),
             "embed_ms": round(float(embedder.get("mean_model_ms", 0.0)), 2),
             "embed_batch": round(float(embedder.get("mean_batch", 0.0)), 2),
+            # the cluster's when replicas share a Redis ("counted_by"), else this replica's
+            "counted_by": stats.get("counted_by", "replica"),
+            "replicas_reporting": stats.get("replicas_reporting", 1),
+            "hits": stats.get("hits"),
+            "misses": stats.get("misses"),
+            "hit_ratio": stats.get("hit_ratio"),
+            "tokens_saved": stats.get("tokens_saved"),
         }
         memo = (time.monotonic(), summary)
         request.app.state.cache_stats = memo

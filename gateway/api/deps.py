@@ -12,6 +12,7 @@ from starlette.requests import Request
 
 from gateway.audit import Auditor
 from gateway.auth import Authenticator
+from gateway.cache.cluster_stats import ClusterStats
 from gateway.cache.service import SemanticCache
 from gateway.config import Settings
 from gateway.observability import Metrics
@@ -21,7 +22,8 @@ from gateway.routing.backends import BackendPool
 from gateway.routing.budget import TokenBudget
 from gateway.routing.coalesce import Coalescer
 from gateway.routing.ratelimit import Limiter
-from gateway.routing.upstream import Upstream, UpstreamResponse
+from gateway.routing.shared_flight import SharedFlights
+from gateway.routing.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,9 @@ class Services:
     responses: ResponseStore = field(default_factory=MemoryResponseStore)
     audit: Auditor | None = None  # audits of semantic hits (None: no cache or sample_rate 0)
     streams: Coalescer[bytes] = field(default_factory=Coalescer)
-    answers: Coalescer[UpstreamResponse] = field(default_factory=Coalescer)
+    answers: Coalescer[Any] = field(default_factory=Coalescer)  # JSON bodies
+    shared: SharedFlights | None = None  # flights shared across replicas (through Redis)
+    cluster_stats: ClusterStats | None = None  # cache counters summed over the replicas
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:

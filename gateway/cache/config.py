@@ -198,6 +198,12 @@ class CacheConfig(BaseModel):
     redis_max_connections: int = Field(default=64, ge=1)
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    stats_flush_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="With a Redis URL: how often each replica adds its cache counters to the "
+        "cluster's (admin stats and the dashboard show the cluster's).",
+    )
 
     @field_validator("model_max_false_hit_rates", "namespace_max_false_hit_rates")
     @classmethod

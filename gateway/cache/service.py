@@ -80,7 +80,7 @@ class SemanticCache:
         if guard is None and config.guard:
             self.guard = Guard(GuardWords.load(config.guard_words or DEFAULT_WORDS))
         self._clock = clock
-        self._counters = CacheCounters()
+        self.counters = CacheCounters()  # this replica's (cluster_stats sums them)
         self.operating_points: dict[str, OperatingPoint] = {}  # scope -> calibrated point
         self._down_until = 0.0  # time.monotonic() before which the store is not tried
         self._sweeper: asyncio.Task[None] | None = None
@@ -128,24 +128,24 @@ class SemanticCache:
     async def lookup(self, q: CacheQuery) -> LookupResult:
         """Exact tier, then semantic tier. Never raises."""
         if not self.config.enabled or not q.control.lookup:
-            self._counters.skipped += 1
+            self.counters.skipped += 1
             return LookupResult(
                 "bypass", reason="disabled" if not self.config.enabled else "no-cache"
             )
         if self._store_resting():
-            self._counters.bypasses += 1
+            self.counters.bypasses += 1
             return LookupResult("bypass", reason="store-unavailable")
         threshold = self.threshold_for(q)
         try:
             result = await self._lookup(q, threshold)
         except _StoreFailed:
-            self._counters.bypasses += 1
+            self.counters.bypasses += 1
             return LookupResult("bypass", threshold=threshold, reason="store-error")
         except Exception:
             log.exception("cache lookup failed")
-            self._counters.bypasses += 1
+            self.counters.bypasses += 1
             return LookupResult("bypass", threshold=threshold, reason="error")
-        self._counters.count_lookup(result)
+        self.counters.count_lookup(result)
         if result.guard is not None:
             log.info("cache guard refused a hit (%s) for %r", result.guard, q.text[:80])
             if self.observer is not None:
@@ -164,10 +164,10 @@ class SemanticCache:
         if not self.config.enabled or not q.control.store:
             return None
         if not self.keeps(answer):
-            self._counters.not_stored += 1
+            self.counters.not_stored += 1
             return None
         if self._store_resting():
-            self._counters.insert_errors += 1
+            self.counters.insert_errors += 1
             return None
         try:
             # Never replace a live entry from the request path (e.g. after Cache-Control:
@@ -175,7 +175,7 @@ class SemanticCache:
             # Only the admin warm-up replaces entries.
             existing = await self._store_call(self.store.get_exact(q.scope, q.exact_key))
             if existing is not None and existing.is_live(self._clock()):
-                self._counters.kept += 1
+                self.counters.kept += 1
                 return None
             embedding = await self.embedder.embed_query(q.text)
             entry = self._new_entry(q, answer, q.control.ttl_s)
@@ -184,9 +184,9 @@ class SemanticCache:
         except Exception as exc:
             if not isinstance(exc, _StoreFailed):
                 log.exception("cache insert failed")
-            self._counters.insert_errors += 1
+            self.counters.insert_errors += 1
             return None
-        self._counters.inserts += 1
+        self.counters.inserts += 1
         return entry.entry_id
 
     async def record_audit(self, entry_id: str, similarity: float, agreed: bool) -> float | None:
@@ -241,7 +241,7 @@ class SemanticCache:
             await self._admin_call(self.store.add_many(batch))
             if on_progress is not None:
                 on_progress(len(chunk))
-        self._counters.inserts += len(planned)
+        self.counters.inserts += len(planned)
         if target is not None:
             for scope_samples in samples.values():
                 await calibrate_warmed(self, model, namespace, scope_samples, target)
@@ -261,7 +261,7 @@ class SemanticCache:
 
     async def sweep(self) -> int:
         removed = await self._admin_call(self.store.sweep())
-        self._counters.swept += removed
+        self.counters.swept += removed
         return removed
 
     async def stats(self) -> dict[str, Any]:
@@ -277,7 +277,7 @@ class SemanticCache:
             "policy": self.policy.name,
             "guard": self.guard is not None,
             "operating_points": [p.as_dict() for p in self.operating_points.values()],
-            **self._counters.as_dict(),
+            **self.counters.as_dict(),
             "embedder": self.embedder.stats.as_dict(),
         }
 
@@ -359,7 +359,7 @@ class SemanticCache:
         return now
 
     def _store_error(self, exc: Exception) -> None:
-        self._counters.store_errors += 1
+        self.counters.store_errors += 1
         if self.observer is not None:
             kind = "timeout" if "Timeout" in type(exc).__name__ else "error"
             self.observer.on_store_error(

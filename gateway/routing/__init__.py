@@ -12,5 +12,8 @@ ratelimit       RateLimiter: per-API-key requests/tokens per minute -> 429 (in-p
 redis_limits    SharedLimiter: the same buckets in Redis, shared by replicas (Lua scripts)
 tokens, budget  prompt token counting; TokenBudget: max_tokens clamp, too-long prompt -> 400
 coalesce        Coalescer: keyed single-flight with broadcast of streamed events
+shared_flight   SharedFlights: the same single flight across replicas (Redis lease + answer)
+discovery       PublishedEngines: the pool follows the engine list `engine pool` publishes
+dns_discovery   DnsEngines: dns://name:port backends, every address an engine (re-resolved)
 errors          routing's refinements of gateway.errors
 """

@@ -133,6 +133,29 @@ class BudgetConfig(BaseModel):
     tokenize_timeout_s: float = Field(default=5.0, gt=0)
 
 
+class SharedFlightConfig(BaseModel):
+    """Coalescing of identical cacheable misses across replicas (needs ``cache.redis_url``)."""
+
+    enabled: bool = Field(default=True, description="Off: each replica coalesces on its own.")
+    lease_ms: int = Field(
+        default=3000,
+        ge=100,
+        description="Lease of a flight's leader, renewed every third of it while it works: "
+        "how long followers wait before taking over from a leader that died.",
+    )
+    answer_ttl_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a finished answer stays readable by followers (and, when the "
+        "cache would keep it, by identical requests until its cache insert lands).",
+    )
+    max_wait_s: float = Field(
+        default=300.0, gt=0, description="Longest a follower waits before calling an engine."
+    )
+    redis_timeout_s: float = Field(default=0.5, gt=0, description="Per Redis call.")
+    retry_s: float = Field(default=5.0, ge=0, description="Redis left alone after a failure.")
+
+
 class RoutingConfig(BaseModel):
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
@@ -140,6 +163,7 @@ class RoutingConfig(BaseModel):
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    shared_flight: SharedFlightConfig = Field(default_factory=SharedFlightConfig)
 
     @model_validator(mode="after")
     def _cooldowns(self) -> RoutingConfig:

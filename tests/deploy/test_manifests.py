@@ -164,30 +164,35 @@ def test_k8s_kinds(k8s_docs: list[dict[str, Any]]) -> None:
         ("Service", "gateway"),
         ("HorizontalPodAutoscaler", "gateway"),
         ("StatefulSet", "redis"),
-        ("Deployment", "vllm-0"),
-        ("Deployment", "vllm-1"),
+        ("Deployment", "vllm"),
+        ("Service", "vllm-headless"),
     ]:
         assert wanted in kinds
 
 
 def test_k8s_strict_schema_catches_typos(k8s_docs: list[dict[str, Any]]) -> None:
     docs = copy.deepcopy(k8s_docs)
-    container = find(docs, "Deployment", "vllm-0")["spec"]["template"]["spec"]["containers"][0]
+    container = find(docs, "Deployment", "vllm")["spec"]["template"]["spec"]["containers"][0]
     container["readinesProbe"] = container.pop("readinessProbe")
     problems = validate.k8s_problems(docs)
     assert any("readinesProbe" in p for p in problems)
-    assert "k8s Deployment/vllm-0: no readinessProbe" in problems
+    assert "k8s Deployment/vllm: no readinessProbe" in problems
 
 
 def test_k8s_cross_checks(k8s_docs: list[dict[str, Any]]) -> None:
     docs = copy.deepcopy(k8s_docs)
-    engine = find(docs, "Deployment", "vllm-1")["spec"]["template"]["spec"]["containers"][0]
+    engine = find(docs, "Deployment", "vllm")["spec"]["template"]["spec"]["containers"][0]
     del engine["resources"]["requests"]["nvidia.com/gpu"]
     find(docs, "Service", "redis")["spec"]["selector"] = {"app.kubernetes.io/name": "redis-x"}
+    del find(docs, "Service", "vllm-headless")["spec"]["clusterIP"]
     find(docs, "HorizontalPodAutoscaler", "gateway")["spec"]["scaleTargetRef"]["name"] = "other"
     find(docs, "ConfigMap", "gateway-env")["data"]["GATEWAY_TIMEOUTS__FIRST_BYTE"] = "3"
     problems = validate.k8s_cross_problems(docs)
-    assert "k8s Deployment/vllm-1: requests no nvidia.com/gpu" in problems
+    assert "k8s Deployment/vllm: requests no nvidia.com/gpu" in problems
+    assert (
+        "k8s gateway env: dns://vllm-headless:8000: Service/vllm-headless is not headless"
+        in problems
+    )
     assert "k8s Service/redis: selects no pods" in problems
     assert "k8s: no HorizontalPodAutoscaler for the gateway" in problems
     assert any("GATEWAY_TIMEOUTS__FIRST_BYTE: no such gateway setting" in p for p in problems)

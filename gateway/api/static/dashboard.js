@@ -191,7 +191,7 @@
     host.innerHTML = rows.join("") || '<div class="muted">No engines configured.</div>';
     const c = d.cache || {};
     document.getElementById("cache-line").textContent = c.enabled
-      ? `cache: ${c.store}${c.store_available ? "" : " (unavailable)"} · ${c.entries === null ? "?" : compact(c.entries)} entries · embed ${c.embed_ms} ms/batch (mean batch ${c.embed_batch}) · ${num(c.store_errors)} store errors`
+      ? `cache: ${c.store}${c.store_available ? "" : " (unavailable)"} · ${c.entries === null ? "?" : compact(c.entries)} entries · embed ${c.embed_ms} ms/batch (mean batch ${c.embed_batch}) · ${num(c.store_errors)} store errors · ${c.counted_by === "cluster" ? `cluster of ${num(c.replicas_reporting)} replicas` : "this replica"}: ${num(c.hits)} hits, ${num(c.misses)} misses (${percent(c.hit_ratio)})`
       : "cache: disabled";
   }
 
