@@ -21,11 +21,9 @@ from engine.models import DEFAULT_MODEL_NAME
 from engine.ports import free_port
 from engine.process import EngineProcess
 from gateway.config import BackendConfig
+from tests.support.cache_http import auth_settings
 from tests.support.engine import EngineEndpoint
 from tests.support.gateway import running_gateway
-
-# 4 slots sharing 2 048 tokens of KV cache: ~50 MB, starts in about a second.
-LLAMA_TEST_LIMITS = {"ctx_size": 2048, "parallel": 4}
 
 
 def llama_spec(port: int | None = None) -> LlamaServerSpec:
@@ -34,7 +32,8 @@ def llama_spec(port: int | None = None) -> LlamaServerSpec:
         served_model_name=DEFAULT_MODEL_NAME,
         port=port or free_port(),
         binary=str(ensure_llama_server()),
-        **LLAMA_TEST_LIMITS,
+        ctx_size=2048,  # 4 slots share 2 048 tokens of KV cache
+        parallel=4,
     )
 
 
@@ -58,6 +57,8 @@ def llama_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineEnd
 
 @pytest.fixture(scope="session")
 def llama_gateway(llama_engine: EngineEndpoint) -> Iterator[str]:
-    """The gateway (in-process cache, real embedder) in front of the session's llama-server."""
-    with running_gateway(backends=[BackendConfig(url=llama_engine.url)]) as url:
+    """The gateway (in-process cache, real embedder, tenant keys of tests/support/cache_http)
+    in front of the session's llama-server."""
+    backends = [BackendConfig(url=llama_engine.url)]
+    with running_gateway(backends=backends, auth=auth_settings()) as url:
         yield url
