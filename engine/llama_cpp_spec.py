@@ -45,7 +45,10 @@ class LlamaServerSpec(BaseModel):
     )
     ctx_size: int = Field(default=2048, ge=64, description="KV cache tokens, shared by all slots")
     parallel: int = Field(default=4, ge=1, description="requests decoded at once (slots)")
-    threads: int | None = Field(default=None, ge=1, description="None: llama.cpp's default")
+    # One thread by default: llama.cpp's default (every core) spins in OpenMP barriers, and on
+    # a small machine shared with vLLM and the embedder that was seen to drop SmolLM2-135M from
+    # ~40 to 0.4 tokens/s. None: llama.cpp's default; give more on a dedicated many-core host.
+    threads: int | None = Field(default=1, ge=1)
     n_gpu_layers: int | None = Field(default=None, ge=0, description="only with a GPU build")
     jinja: bool = True
     metrics: bool = True

@@ -34,7 +34,7 @@ def test_bundled_gguf_is_served_under_the_default_name() -> None:
     assert _value(argv, "--ctx-size") == "2048" and _value(argv, "--parallel") == "4"
     for flag in ("--kv-unified", "--jinja", "--metrics", "--offline", "--no-webui"):
         assert flag in argv
-    assert "--threads" not in argv and "--n-gpu-layers" not in argv
+    assert _value(argv, "--threads") == "1" and "--n-gpu-layers" not in argv
     assert spec.env() == {}
 
 

@@ -235,3 +235,16 @@ def _wait_healthy(gateway: str, count: int) -> None:
     while sum(b["healthy"] for b in _backends(gateway)) < count:
         assert time.monotonic() < deadline, _backends(gateway)
         time.sleep(0.2)
+
+
+def test_an_error_of_llama_server_reaches_the_client_in_openai_shape(llama_gateway: str) -> None:
+    # response_format is passed on unchecked by the gateway; llama-server rejects the type.
+    r = httpx.post(
+        f"{llama_gateway}/v1/chat/completions",
+        json=_body(response_format={"type": "xml"}),
+        headers=_headers(),
+        timeout=TIMEOUT,
+    )
+    assert r.status_code == 400, r.text
+    check("ErrorResponse", r.json())
+    assert "response_format" in r.json()["error"]["message"]
