@@ -140,6 +140,16 @@ async def test_mixed_pool_fails_over_between_vllm_and_llama_cpp(tmp_path: Path) 
                 await _until(
                     lambda: len(pool.snapshot().backends) == 2, 10, "llama-server republished"
                 )
+                # The gateway stopped routing to it at the refused connection; its next probe
+                # lets it in again: wait until a request through the gateway lands there.
+                back_at = await _counter(client, urls["llama"], "llamacpp:tokens_predicted_total")
+                deadline = time.monotonic() + 30
+                while (
+                    await _counter(client, urls["llama"], "llamacpp:tokens_predicted_total")
+                    == back_at
+                ):
+                    assert time.monotonic() < deadline, "the gateway never routed to it again"
+                    await _ask(client, gateway, 1, "again")
 
                 vllm = pool.process("vllm")
                 assert vllm is not None and vllm.pid is not None
