@@ -32,7 +32,7 @@ def test_serve_starts_answers_and_stops_on_sigterm() -> None:
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + 120
-        lines = []
+        lines: list[str] = []
         while not any(line.startswith("engine ready:") for line in lines):
             assert time.monotonic() < deadline and proc.poll() is None, lines
             lines.append(proc.stdout.readline())
