@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install browser dnsmasq run test lint bench clean
+.PHONY: install browser dnsmasq llama-server run test lint bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,14 @@ dnsmasq:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends dnsmasq-base >/dev/null; }
 
+# llama.cpp's llama-server (the second engine kind), built once from the llama-cpp-python sdist
+# and cached under ~/.cache/semcache-gateway/llama.cpp/ (minutes the first time, then instant).
+llama-server: install
+	@command -v cmake >/dev/null && command -v g++ >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends cmake g++ make >/dev/null; }
+	$(PY) -m engine build-llama-server
+
 run: install
 	$(PY) -m gateway up
 
@@ -39,7 +47,7 @@ lint: install
 	$(PY) -m ruff format --check gateway engine tests load
 	$(PY) -m mypy
 
-test: install browser dnsmasq lint
+test: install browser dnsmasq llama-server lint
 	$(PY) -m pytest
 
 clean:

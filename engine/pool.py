@@ -28,15 +28,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from engine.kinds import ServerSpec
 from engine.pool_config import PoolConfig
 from engine.process import EngineProcess
 from engine.registry import EngineRecord, EngineState, PublishedPool, write_published
-from engine.spec import EngineSpec
 from engine.supervisor import EngineSupervisor
 
 log = logging.getLogger("engine.pool")
 
-ProcessFactory = Callable[[EngineSpec, Path], EngineProcess]
+ProcessFactory = Callable[[ServerSpec, Path], EngineProcess]
 Listener = Callable[[PublishedPool], Awaitable[None] | None]
 
 
@@ -51,7 +51,7 @@ class EnginePool:
         self,
         config: PoolConfig,
         *,
-        engines: Sequence[tuple[str, EngineSpec]] | None = None,
+        engines: Sequence[tuple[str, ServerSpec]] | None = None,
         process_factory: ProcessFactory | None = None,
         ready_timeout_s: float | None = None,
     ) -> None:
@@ -185,11 +185,11 @@ class EnginePool:
     def stopping(self) -> bool:
         return self._stopping
 
-    def create_process(self, spec: EngineSpec, log_path: Path) -> EngineProcess:
+    def create_process(self, spec: ServerSpec, log_path: Path) -> EngineProcess:
         return self._factory(spec, log_path)
 
     # -- internals ------------------------------------------------------------------------
-    def _default_factory(self, spec: EngineSpec, log_path: Path) -> EngineProcess:
+    def _default_factory(self, spec: ServerSpec, log_path: Path) -> EngineProcess:
         return EngineProcess(
             spec,
             log_path,

@@ -13,6 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
+from engine.llama_cpp_build import ensure_llama_server, llama_server_path
 from engine.pool import EnginePool, PoolStartError
 from engine.pool_config import PoolConfig, load_pool_config
 from engine.registry import PublishedPool
@@ -60,7 +61,18 @@ def run_pool(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if needs_llama_build(config):
+        _say("building llama-server (once; minutes on 2 cores)")
+        ensure_llama_server()
     return asyncio.run(serve_pool(config, args.ready_timeout))
+
+
+def needs_llama_build(config: PoolConfig) -> bool:
+    """A llama.cpp engine runs the cached build, and there is none yet."""
+    wants = any(
+        e.spec.get("kind") == "llama.cpp" and not e.spec.get("binary") for e in config.engines
+    )
+    return wants and llama_server_path() is None
 
 
 def print_commands(config: PoolConfig) -> None:

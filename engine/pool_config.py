@@ -1,8 +1,9 @@
 """Pool configuration: which engines to run and how to supervise them (``pool.yaml``).
 
-An entry under ``engines`` is an EngineSpec (same field names as ``engine/spec.py``) plus
-``name``, ``replicas``, ``cuda_visible_devices`` and ``env``. ``replicas: N`` expands one entry
-into N engines on consecutive ports; on GPU each replica gets its own group of
+An entry under ``engines`` is an engine spec plus ``name``, ``replicas``,
+``cuda_visible_devices`` and ``env``. ``kind`` picks the spec: ``vllm`` (the default; field names
+of ``engine/spec.py``) or ``llama.cpp`` (``engine/llama_cpp_spec.py``). ``replicas: N`` expands
+one entry into N engines on consecutive ports; on GPU each replica gets its own group of
 ``tensor_parallel_size`` GPUs (replica i: GPUs i*tp .. i*tp+tp-1) unless
 ``cuda_visible_devices`` is given. An engine without a ``port`` gets a free one.
 
@@ -16,6 +17,9 @@ Example::
         device: gpu
         replicas: 2
         port: 8001
+      - name: llama
+        kind: llama.cpp          # the bundled GGUF when no model is given
+        served_model_name: smollm2-135m-instruct
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from engine.kinds import KINDS, ServerSpec
+from engine.llama_cpp_spec import LlamaServerSpec
 from engine.ports import free_port
 from engine.spec import EngineSpec
 
@@ -37,6 +43,15 @@ class PoolEngineSpec(EngineSpec):
 
     EngineProcess starts the server with ``{**os.environ, **spec.env()}``, so adding to
     ``env()`` is all it takes."""
+
+    extra_env: dict[str, str] = Field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        return super().env() | self.extra_env
+
+
+class PoolLlamaServerSpec(LlamaServerSpec):
+    """A LlamaServerSpec with extra environment (GPU pinning for a CUDA build)."""
 
     extra_env: dict[str, str] = Field(default_factory=dict)
 
@@ -136,9 +151,9 @@ class PoolConfig(BaseModel):
     warmup: WarmupConfig = Field(default_factory=WarmupConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
 
-    def engine_specs(self) -> list[tuple[str, PoolEngineSpec]]:
+    def engine_specs(self) -> list[tuple[str, ServerSpec]]:
         """(engine id, spec) for every engine, replicas expanded, ports assigned."""
-        out: list[tuple[str, PoolEngineSpec]] = []
+        out: list[tuple[str, ServerSpec]] = []
         used: set[int] = set()
         for index, entry in enumerate(self.engines):
             out += expand_entry(entry, f"engine-{index}", used)
@@ -150,14 +165,17 @@ class PoolConfig(BaseModel):
 
 def expand_entry(
     entry: EngineEntry, default_name: str, used: set[int]
-) -> list[tuple[str, PoolEngineSpec]]:
+) -> list[tuple[str, ServerSpec]]:
     """The engines of one entry, each with its id."""
     fields = dict(entry.spec)
+    kind = fields.pop("kind", "vllm")
+    if kind not in KINDS:
+        raise ValueError(f"unknown engine kind {kind!r} (known: {', '.join(KINDS)})")
     device = fields.pop("device", "cpu")
     base_port = fields.pop("port", None)
     tp = int(fields.get("tensor_parallel_size", 1))
     name = entry.name or default_name
-    out = []
+    out: list[tuple[str, ServerSpec]] = []
     for replica in range(entry.replicas):
         port = base_port + replica if base_port is not None else _unused_free_port(used)
         if port in used:
@@ -171,7 +189,11 @@ def expand_entry(
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(
                     str(gpu) for gpu in range(replica * tp, (replica + 1) * tp)
                 )
-        spec = PoolEngineSpec.for_device(device, **fields, port=port, extra_env=env)
+        spec: ServerSpec
+        if kind == "llama.cpp":
+            spec = PoolLlamaServerSpec(device=device, **fields, port=port, extra_env=env)
+        else:
+            spec = PoolEngineSpec.for_device(device, **fields, port=port, extra_env=env)
         out.append((name if entry.replicas == 1 else f"{name}-{replica}", spec))
     return out
 

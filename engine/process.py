@@ -1,4 +1,5 @@
-"""EngineProcess: one vLLM server as a child process group, started, awaited, stopped.
+"""EngineProcess: one engine server (vLLM or llama.cpp) as a child process group, started,
+awaited, stopped.
 
 The server runs in its own session (process group), so stopping it reaches vLLM's own
 children (EngineCore, its worker) too: SIGTERM to the group, SIGKILL after a grace period,
@@ -26,7 +27,7 @@ from typing import IO, Any
 
 import httpx
 
-from engine.spec import EngineSpec
+from engine.kinds import ServerSpec
 
 GUARD_SCRIPT = Path(__file__).with_name("guard.py")
 
@@ -41,11 +42,11 @@ class EngineStartError(RuntimeError):
 
 
 class EngineProcess:
-    """Start ``spec`` as a vLLM server, logging to ``log_path``; stop it on exit."""
+    """Start ``spec`` as an engine server, logging to ``log_path``; stop it on exit."""
 
     def __init__(
         self,
-        spec: EngineSpec,
+        spec: ServerSpec,
         log_path: Path,
         *,
         startup_timeout: float = 300.0,

@@ -19,10 +19,10 @@ from typing import Protocol
 
 import httpx
 
+from engine.kinds import ServerSpec
 from engine.pool_config import PoolConfig
 from engine.process import EngineProcess, EngineStartError
 from engine.registry import EngineRecord, EngineState
-from engine.spec import EngineSpec
 
 log = logging.getLogger("engine.pool")
 
@@ -39,7 +39,7 @@ class SupervisorHost(Protocol):
     @property
     def stopping(self) -> bool: ...
 
-    def create_process(self, spec: EngineSpec, log_path: Path) -> EngineProcess: ...
+    def create_process(self, spec: ServerSpec, log_path: Path) -> EngineProcess: ...
 
     def start_slot(self) -> AbstractAsyncContextManager[None]: ...
 
@@ -49,7 +49,7 @@ class SupervisorHost(Protocol):
 class EngineSupervisor:
     """Keeps one engine alive: start, warm up, watch, restart with backoff."""
 
-    def __init__(self, pool: SupervisorHost, engine_id: str, spec: EngineSpec) -> None:
+    def __init__(self, pool: SupervisorHost, engine_id: str, spec: ServerSpec) -> None:
         self.pool = pool
         self.spec = spec
         self.proc: EngineProcess | None = None

@@ -1,7 +1,10 @@
-"""vLLM's load as read from its Prometheus ``/metrics`` text.
+"""An engine's load as read from its Prometheus ``/metrics`` text (vLLM, or llama.cpp's
+llama-server started with ``--metrics``).
 
 Samples carry labels (``model_name``, ``engine`` for data-parallel ranks); one server's value is
-the sum over them (max for the KV-cache usage ratio).
+the sum over them (max for the KV-cache usage ratio). llama-server exports no KV-cache ratio or
+prefix-cache counters in vLLM's sense; its requests processing (in a slot) and deferred (waiting
+for one) are the running and waiting counts.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ RUNNING = "vllm:num_requests_running"
 KV_USAGE = "vllm:kv_cache_usage_perc"
 PREFIX_HITS = "vllm:prefix_cache_hits_total"
 PREFIX_QUERIES = "vllm:prefix_cache_queries_total"
+LLAMA_WAITING = "llamacpp:requests_deferred"
+LLAMA_RUNNING = "llamacpp:requests_processing"
+_SAME_AS = {LLAMA_WAITING: WAITING, LLAMA_RUNNING: RUNNING}
 _SUMMED = (WAITING, RUNNING, PREFIX_HITS, PREFIX_QUERIES)
 
 
@@ -36,13 +42,14 @@ class EngineLoad:
 
 
 def parse_engine_metrics(text: str, *, at: float = 0.0) -> EngineLoad:
-    """Parse vLLM's metrics text; raises ValueError on text that is not Prometheus format."""
+    """Parse an engine's metrics text; raises ValueError on text that is not Prometheus format."""
     sums: dict[str, float] = {}
     kv: float | None = None
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name in _SUMMED:
-                sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+            name = _SAME_AS.get(sample.name, sample.name)
+            if name in _SUMMED:
+                sums[name] = sums.get(name, 0.0) + sample.value
             elif sample.name == KV_USAGE:
                 kv = sample.value if kv is None else max(kv, sample.value)
     return EngineLoad(

@@ -19,7 +19,7 @@ def test_help_documents_every_command() -> None:
     assert "prepare" in result.stdout and "serve" in result.stdout
 
 
-@pytest.mark.parametrize("command", ["prepare", "serve"])
+@pytest.mark.parametrize("command", ["prepare", "serve", "build-llama-server"])
 def test_each_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main([command, "--help"])

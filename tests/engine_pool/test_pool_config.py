@@ -9,6 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from engine.pool_config import BackoffConfig, PoolConfig, load_pool_config
+from engine.spec import EngineSpec
 
 
 def write(tmp_path: Path, data: dict[str, object]) -> Path:
@@ -66,6 +67,7 @@ def test_cpu_defaults_free_ports_and_explicit_devices(tmp_path: Path) -> None:
     (id_a, a), (id_b, b) = config.engine_specs()
     assert (id_a, id_b) == ("engine-0", "engine-1")
     assert a.port != b.port
+    assert isinstance(a, EngineSpec)
     assert a.enforce_eager and a.env()["VLLM_CPU_KVCACHE_SPACE"] == "2"  # CPU defaults
     assert b.env()["CUDA_VISIBLE_DEVICES"] == "3" and b.env()["X"] == "1"
     assert "CUDA_VISIBLE_DEVICES" not in a.env()

@@ -83,3 +83,14 @@ def check(name: str, instance: Any) -> None:
     """Raises AssertionError listing what does not conform."""
     problems = errors(name, instance)
     assert not problems, "\n".join(problems)
+
+
+def completion_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's legacy completions stream reuses CreateCompletionResponse, whose finish_reason
+    does not allow the null that OpenAI itself sends until the last chunk: only that is let
+    through (as "stop"); everything else is checked as it is."""
+    choices = [
+        {**c, "finish_reason": c["finish_reason"] or "stop"} if isinstance(c, dict) else c
+        for c in chunk.get("choices", [])
+    ]
+    return {**chunk, "choices": choices}

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.wire.openai_schema import check, check_event
+from tests.wire.openai_schema import check, check_event, completion_chunk
 
 pytestmark = pytest.mark.e2e
 
@@ -105,17 +105,6 @@ def test_every_chat_chunk_miss_and_hit(gateway: str, engine: Any, include_usage:
     assert seen == ["miss", "hit-exact"]
 
 
-def _completion_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI's legacy completions stream reuses CreateCompletionResponse, whose finish_reason
-    does not allow the null that OpenAI itself sends until the last chunk: only that is let
-    through (as "stop"); everything else is checked as it is."""
-    choices = [
-        {**c, "finish_reason": c["finish_reason"] or "stop"} if isinstance(c, dict) else c
-        for c in chunk.get("choices", [])
-    ]
-    return {**chunk, "choices": choices}
-
-
 def test_completion_miss_and_hit_json_and_stream(gateway: str, engine: Any) -> None:
     url = f"{gateway}/v1/completions"
     body = {
@@ -133,7 +122,7 @@ def test_completion_miss_and_hit_json_and_stream(gateway: str, engine: Any) -> N
         cache, events = _sse(url, streamed)
         assert cache == expected and events[-1] == (None, "[DONE]")
         for _, chunk in events[:-1]:
-            check("CreateCompletionResponse", _completion_chunk(chunk))
+            check("CreateCompletionResponse", completion_chunk(chunk))
         _until_cached(url, streamed)
 
 
