@@ -36,6 +36,7 @@ from gateway.routing.config import KeyLimit, RateLimitConfig
 from gateway.routing.discovery import PublishedEngines
 from gateway.routing.redis_limits import build_limiter
 from gateway.routing.upstream import Upstream
+from gateway.speculation import Speculation, SpeculationCollector
 from gateway.timeseries import Sampler
 
 
@@ -91,6 +92,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if cache is not None and settings.cache.audit.sample_rate > 0:
                 audit = Auditor(cache, upstream, admission, pool, budget, settings.cache.audit)
                 metrics.watch_audit(audit)
+            speculation = None
+            if cache is not None:
+                speculation = Speculation(
+                    settings.cache, upstream.balancer, admission, settings.routing.balancer
+                )
+                metrics.registry.register(SpeculationCollector(speculation))
             services = Services(
                 settings=settings,
                 pool=pool,
@@ -103,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 budget=budget,
                 responses=responses_store,
                 audit=audit,
+                speculation=speculation,
             )
             stack.push_async_callback(services.drain)
             metrics.watch(pool, services.admission)

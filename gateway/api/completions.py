@@ -4,14 +4,21 @@ The path is the one in DESIGN.md: rate limit -> cache policy -> lookup (exact, t
 -> replay on a hit. On a miss: token budget (clamp max_tokens, reject prompts that cannot fit)
 -> coalesce identical cacheable misses -> admission (slot or 429) -> router -> relay. A
 complete answer is stored after the response, never blocking it, by the flight's leader only.
+
+Speculative miss (gateway/speculation.py): when the exact tier missed and the engine has
+headroom, the miss path starts at once and the semantic tier runs beside it; a semantic hit
+withdraws the engine request (vLLM aborts it) and is replayed, a miss answers from the engine
+request already under way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Hashable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.background import BackgroundTask
@@ -26,8 +33,10 @@ from gateway.cache.entry import CachedAnswer, LookupResult
 from gateway.cache.policy import CacheQuery
 from gateway.errors import InvalidRequest, NotCached
 from gateway.observability import REQUEST_STARTED, annotate, prompt_preview
+from gateway.routing.budget import Budgeted
 from gateway.routing.coalesce import Subscription
 from gateway.routing.upstream import StreamInterrupted, UpstreamResponse
+from gateway.speculation import Attempt, Speculation
 
 log = logging.getLogger(__name__)
 # The kinds whose hits the auditor can re-ask (gateway/audit.py reads choices[0]).
@@ -62,7 +71,13 @@ async def complete(
 
     cache = svc.cache if cacheable else None
     query = cache.query(fmt.kind, body, caller.tenant, control) if cache else None
-    result = await cache.lookup(query) if cache and query else LookupResult("bypass")
+    result = await cache.lookup_exact(query) if cache and query else LookupResult("bypass")
+    if result is None:  # the exact tier missed: the semantic tier decides
+        assert cache is not None and query is not None
+        speculation = svc.speculation
+        if not control.only_if_cached and speculation and speculation.worth_it(model, body):
+            return await _speculate(svc, fmt, body, caller, query, speculation)
+        result = await cache.lookup_semantic(query)
     svc.metrics.cache_lookups.labels(result.status).inc()
     if result.guard:
         annotate(cache_guard=result.guard)
@@ -116,6 +131,61 @@ async def _first_chunk_timed(
         yield event
 
 
+async def _speculate(
+    svc: Services,
+    fmt: WireFormat,
+    body: dict[str, Any],
+    caller: Caller,
+    query: CacheQuery,
+    speculation: Speculation,
+) -> Response:
+    """The engine request starts now; the semantic tier answers meanwhile. A hit withdraws
+    the engine request and is replayed; a miss answers from the request already under way."""
+    assert svc.cache is not None
+    attempt = Attempt()
+    start = asyncio.create_task(_start(svc, fmt, body, caller, query, attempt))
+    try:
+        result = await svc.cache.lookup_semantic(query)
+    except BaseException:  # the client went away
+        await _withdraw(svc, caller, start)
+        raise
+    svc.metrics.cache_lookups.labels(result.status).inc()
+    if result.guard:
+        annotate(cache_guard=result.guard)
+    if result.hit and result.answer is not None:
+        await _withdraw(svc, caller, start)
+        speculation.record("aborted", attempt)
+        annotate(speculative="aborted")
+        return _replay(svc, fmt, body, result, result.answer)
+    speculation.record("used", attempt)
+    annotate(speculative="used")
+    return await _respond(svc, fmt, caller, await start, _cache_headers(result))
+
+
+async def _withdraw(svc: Services, caller: Caller, start: asyncio.Task[_Started]) -> None:
+    """Cancels a speculative miss. Leaving its flight closes the engine request (vLLM aborts
+    it) unless an identical request still listens; tokens charged to the key are given back."""
+    start.cancel()
+    await asyncio.wait({start})
+    if start.cancelled() or start.exception() is not None:
+        return  # _start gave the tokens back, or never charged them
+    started = start.result()  # it finished before the cancel landed
+    if started.stream is not None:
+        await started.stream.aclose()
+    svc.spawn(svc.limiter.settle(caller.key_id, started.budgeted.estimated_tokens, 0))
+
+
+@dataclass
+class _Started:
+    """A miss whose engine request is under way: for SSE its open subscription (the first
+    event in), for JSON the whole answer and the (closed) subscription that got it."""
+
+    budgeted: Budgeted
+    storable: CacheQuery | None
+    stream: Subscription[bytes] | None = None
+    answered: tuple[Subscription[UpstreamResponse], UpstreamResponse] | None = None
+
+
 async def _miss(
     svc: Services,
     fmt: WireFormat,
@@ -124,11 +194,26 @@ async def _miss(
     query: CacheQuery | None,
     headers: dict[str, str],
 ) -> Response:
+    started = await _start(svc, fmt, body, caller, query)
+    return await _respond(svc, fmt, caller, started, headers)
+
+
+async def _start(
+    svc: Services,
+    fmt: WireFormat,
+    body: dict[str, Any],
+    caller: Caller,
+    query: CacheQuery | None,
+    attempt: Attempt | None = None,
+) -> _Started:
+    """Token budget and limit, then the engine request (or an identical one's flight)."""
     model, path = fmt.model, fmt.path
     budgeted = await svc.budget.apply(
         path, body, model, counted=fmt.count_body(body), limit_fields=fmt.limit_fields
     )
     await svc.limiter.acquire(caller.key_id, budgeted.estimated_tokens, requests=0)
+    if attempt is not None:
+        attempt.prompt_tokens = budgeted.prompt_tokens
     storable = query if query is not None and query.control.store else None
     upstream_body = fmt.upstream_body(budgeted.body, storable is not None)
     # Identical cacheable misses share one engine call; anything else gets a flight of its own,
@@ -140,14 +225,54 @@ async def _miss(
         if query is not None and query.control.lookup
         else object()
     )
-    if not fmt.stream:
 
-        async def answer(meta: dict[str, Any]) -> AsyncIterator[UpstreamResponse]:
+    def sending() -> None:
+        if attempt is not None:
+            attempt.sent = True
+
+    try:
+        if not fmt.stream:
+
+            async def answer(meta: dict[str, Any]) -> AsyncIterator[UpstreamResponse]:
+                async with svc.admission.slot(model):
+                    sending()
+                    yield await svc.upstream.send(path, upstream_body, model)
+
+            async with svc.answers.join(key, answer) as flight:
+                response = await anext(aiter(flight))
+            return _Started(budgeted, storable, answered=(flight, response))
+
+        async def events(meta: dict[str, Any]) -> AsyncIterator[bytes]:
             async with svc.admission.slot(model):
-                yield await svc.upstream.send(path, upstream_body, model)
+                sending()
+                opened = await svc.upstream.stream(path, upstream_body, model)
+                meta["backend"] = opened.backend.url
+                try:
+                    async for data in opened.events():
+                        yield data
+                finally:
+                    await opened.aclose()
 
-        async with svc.answers.join(key, answer) as flight:
-            response = await anext(aiter(flight))
+        sub = svc.streams.join(key, events)
+        try:
+            await sub.wait_started()  # an error before the first byte still gets its HTTP status
+        except BaseException:
+            await sub.aclose()
+            raise
+        return _Started(budgeted, storable, stream=sub)
+    except asyncio.CancelledError:
+        if attempt is not None:  # withdrawn: the tokens were never spent on an answer
+            svc.spawn(svc.limiter.settle(caller.key_id, budgeted.estimated_tokens, 0))
+        raise
+
+
+async def _respond(
+    svc: Services, fmt: WireFormat, caller: Caller, started: _Started, headers: dict[str, str]
+) -> Response:
+    """The started miss as the client's response; the answer is stored after it."""
+    budgeted, storable = started.budgeted, started.storable
+    if started.answered is not None:
+        flight, response = started.answered
         headers["x-gateway-backend"] = response.route.backend.url
         if not flight.is_leader:
             headers["x-gateway-coalesced"] = "1"
@@ -160,22 +285,8 @@ async def _miss(
             task = BackgroundTask(_insert, svc, storable, found)
         return JSONResponse(fmt.relay_json(response.body), headers=headers, background=task)
 
-    async def events(meta: dict[str, Any]) -> AsyncIterator[bytes]:
-        async with svc.admission.slot(model):
-            opened = await svc.upstream.stream(path, upstream_body, model)
-            meta["backend"] = opened.backend.url
-            try:
-                async for data in opened.events():
-                    yield data
-            finally:
-                await opened.aclose()
-
-    sub = svc.streams.join(key, events)
-    try:
-        await sub.wait_started()  # an error before the first byte still gets its HTTP status
-    except BaseException:
-        await sub.aclose()
-        raise
+    sub = started.stream
+    assert sub is not None
     headers["x-gateway-backend"] = str(sub.meta.get("backend", ""))
     if not sub.is_leader:
         headers["x-gateway-coalesced"] = "1"

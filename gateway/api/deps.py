@@ -22,6 +22,7 @@ from gateway.routing.budget import TokenBudget
 from gateway.routing.coalesce import Coalescer
 from gateway.routing.ratelimit import Limiter
 from gateway.routing.upstream import Upstream, UpstreamResponse
+from gateway.speculation import Speculation
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Services:
     budget: TokenBudget
     responses: ResponseStore = field(default_factory=MemoryResponseStore)
     audit: Auditor | None = None  # audits of semantic hits (None: no cache or sample_rate 0)
+    speculation: Speculation | None = None  # speculative misses (None: no cache)
     streams: Coalescer[bytes] = field(default_factory=Coalescer)
     answers: Coalescer[UpstreamResponse] = field(default_factory=Coalescer)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
