@@ -71,7 +71,7 @@ def gateway_url(request: pytest.FixtureRequest, stub: FaultEngine) -> Iterator[s
         yield url
 
 
-def ask(url: str, text: str, *, stream: bool = False, **headers: str) -> httpx.Response:
+def ask(url: str, text: str, stream: bool = False, **headers: str) -> httpx.Response:
     body = {"model": MODEL, "messages": [{"role": "user", "content": text}], "stream": stream}
     return httpx.post(
         f"{url}/v1/chat/completions",
@@ -142,10 +142,9 @@ def test_a_miss_is_relayed_from_the_engine_request_already_under_way(
     if stream:
         return  # the stub's streams end without a finish_reason: never stored
     # The answer is stored after the response, as without speculation.
+    only = {"cache-control": "only-if-cached"}
     wait_for(
-        lambda: (
-            ask(gateway_url, question, **{"cache-control": "only-if-cached"}).status_code == 200
-        ),
+        lambda: ask(gateway_url, question, False, **only).status_code == 200,
         "the answer to be stored",
     )
     assert stub.calls == calls + 1
@@ -177,6 +176,7 @@ def test_no_speculative_request_when_the_engine_has_no_headroom(
 
 def test_only_if_cached_never_speculates(gateway_url: str, stub: FaultEngine) -> None:
     calls = stub.calls
-    reply = ask(gateway_url, f"Never asked {uuid.uuid4()}", **{"cache-control": "only-if-cached"})
+    only = {"cache-control": "only-if-cached"}
+    reply = ask(gateway_url, f"Never asked {uuid.uuid4()}", False, **only)
     assert reply.status_code == 504
     assert stub.calls == calls
