@@ -21,9 +21,10 @@ Hits: semantic hits in ``faq`` (tune-split paraphrases with cosine >= 0.96 to a 
 once in a new letter case), through both gateways, JSON latency and SSE time to first token.
 Without ``only-if-cached``: a speculative gateway starts (and then withdraws) the engine request.
 
-Both at 1 client with the engine idle (``free``) and with the engine busy (``busy``:
-``--busy`` background streams through the speculative gateway, ``no-cache``, long answers;
->= half its max_in_flight, so it has no headroom and stays sequential).
+Both at 1 client with the engine idle (``free``) and with the engine busy (``busy``: ``--busy``
+background streams, ``no-cache``, long answers, half through each gateway so that both relay
+the same load; by default a little more than the engine runs at once, so vLLM queues and each
+gateway has over half its max_in_flight in flight: the speculative one has no headroom).
 
 Wasted engine work: mixes of 20 % and 40 % semantic hits (the rest fresh misses), 1 client,
 through each gateway; the engine's own counters (vLLM /metrics prompt and generation tokens)
@@ -308,7 +309,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         ratio,
                     )
             print(f"[bench] engine busy ({args.busy} streams) ...", file=sys.stderr, flush=True)
-            async with busy(http, on, engine.model, args.busy):
+            half = args.busy // 2
+            async with busy(http, on, engine.model, half), busy(http, seq, engine.model, half):
                 report["busy"] = await phase(
                     http, urls, engine.model, miss_texts, hit_texts, args, args.busy_rounds
                 )
@@ -331,10 +333,10 @@ def main() -> None:
     parser.add_argument("--engine-url", help="use this running engine instead of starting one")
     parser.add_argument("--rounds", type=int, default=40, help="miss rounds per mode, engine free")
     parser.add_argument("--busy-rounds", type=int, default=20, help="miss rounds, engine busy")
-    parser.add_argument("--hits", type=int, default=30, help="semantic hits per gateway and mode")
+    parser.add_argument("--hits", type=int, default=40, help="semantic hits per gateway and mode")
     parser.add_argument("--mix", type=int, default=50, help="requests per wasted-work mix")
     parser.add_argument(
-        "--busy", type=int, default=MAX_IN_FLIGHT * 3 // 4, help="background streams when busy"
+        "--busy", type=int, default=MAX_IN_FLIGHT + 2, help="background streams when busy, in all"
     )
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     parser.add_argument("--json", type=Path, help="also write the report here")
