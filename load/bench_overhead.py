@@ -4,9 +4,10 @@ with and without speculative misses, side by side in one run.
     python -m load.bench_overhead [--engine-url http://127.0.0.1:PORT] [--rounds 40] [--json F]
 
 One real vLLM engine and two gateways in front of it (``python -m gateway serve``, in-process
-store, ``max_in_flight`` = the engine's ``max_num_seqs``): ``speculative`` (the default: once the
-exact tier missed, the engine request starts beside the semantic tier when the engine has
-headroom) and ``sequential`` (``cache.speculative_miss`` off: the semantic tier first). Both are
+store, ``max_in_flight`` = the engine's ``max_num_seqs``): ``speculative``
+(``cache.speculative_miss`` on: once the exact tier missed, the engine request starts beside the
+semantic tier when the engine has headroom) and ``sequential`` (off, the default: the semantic
+tier first). Both are
 warmed with the Banking77 seed split in the namespace ``faq``.
 
 Misses: requests go in rounds of three, one straight to the engine and one through each gateway,
@@ -276,11 +277,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"loadavg_start": loadavg(), "busy_streams": args.busy}
     timeout = aiohttp.ClientTimeout(total=600)
     connector = aiohttp.TCPConnector(limit=64)
-    off = {"GATEWAY_CACHE__SPECULATIVE_MISS": "false"}
+
+    def gateway(
+        engine: stack.Endpoint, speculative: bool
+    ) -> contextlib.AbstractContextManager[str]:
+        flag = {"GATEWAY_CACHE__SPECULATIVE_MISS": str(speculative).lower()}
+        return stack.gateway(engine, admin_key=ADMIN, max_in_flight=MAX_IN_FLIGHT, settings=flag)
+
     with (
         stack.engine(url=args.engine_url) as engine,
-        stack.gateway(engine, admin_key=ADMIN, max_in_flight=MAX_IN_FLIGHT) as on,
-        stack.gateway(engine, admin_key=ADMIN, max_in_flight=MAX_IN_FLIGHT, settings=off) as seq,
+        gateway(engine, True) as on,
+        gateway(engine, False) as seq,
     ):
         urls = {"engine": engine.url, "speculative": on, "sequential": seq}
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:

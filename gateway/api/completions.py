@@ -153,7 +153,8 @@ async def _speculate(
     if result.guard:
         annotate(cache_guard=result.guard)
     if result.hit and result.answer is not None:
-        await _withdraw(svc, caller, start)
+        start.cancel()  # at once; the clean-up need not delay the hit
+        svc.spawn(_withdraw(svc, caller, start))
         speculation.record("aborted", attempt)
         annotate(speculative="aborted")
         return _replay(svc, fmt, body, result, result.answer)

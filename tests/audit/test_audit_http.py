@@ -19,7 +19,8 @@ KEY = "key-limited"
 ADMIN_HEADERS = {"authorization": f"Bearer {ADMIN}"}
 QUESTION = "How do I reset my password?"
 # These tests count the engine's calls to see audits; a semantic hit's speculative engine
-# request (withdrawn, tests/gateway/test_speculative_miss.py) would count as one.
+# request (withdrawn, tests/gateway/test_speculative_miss.py) would count as one (it is off by
+# default; explicit here so that turning it on by default keeps these tests honest).
 NO_SPECULATION: dict[str, Any] = {"speculative_miss": False}
 
 

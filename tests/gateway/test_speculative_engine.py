@@ -55,7 +55,7 @@ def test_misses_match_the_sequential_path_and_hits_abort_the_engine_request(
     backends = [BackendConfig(url=engine.url)]
     cache: dict[str, Any] = {"store_timeout_s": 5.0, "audit": {"sample_rate": 0}}
     with (
-        running_gateway(backends=backends, cache=cache) as on,
+        running_gateway(backends=backends, cache={**cache, "speculative_miss": True}) as on,
         running_gateway(backends=backends, cache={**cache, "speculative_miss": False}) as off,
     ):
         for stream in (False, True):

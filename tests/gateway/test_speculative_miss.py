@@ -48,7 +48,11 @@ def stub() -> Iterator[FaultEngine]:
 def gateway_url(request: pytest.FixtureRequest, stub: FaultEngine) -> Iterator[str]:
     """max_in_flight 2 at the default speculative_max_load 0.5: one request in flight on the
     engine leaves it no headroom. No prompt counting, so the engine sees only completions."""
-    cache: dict[str, Any] = {"store_timeout_s": 5.0, "audit": {"sample_rate": 0}}
+    cache: dict[str, Any] = {
+        "speculative_miss": True,
+        "store_timeout_s": 5.0,
+        "audit": {"sample_rate": 0},
+    }
     if request.param == "redis":
         cache["redis_url"] = request.getfixturevalue("redis_server")
         cache["key_prefix"] = f"spec{uuid.uuid4().hex[:12]}"

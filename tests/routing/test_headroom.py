@@ -58,7 +58,7 @@ async def test_speculation_needs_a_spare_admission_slot_and_counts_its_outcomes(
     pool = pool_of(1, max_in_flight=4)
     balancer = Balancer(pool)
     admission = Admission(pool.capacity)
-    speculation = Speculation(CacheConfig(), balancer, admission)
+    speculation = Speculation(CacheConfig(speculative_miss=True), balancer, admission)
     body = chat("where is my card?")
     assert speculation.worth_it(MODEL, body)
     slots = [admission.slot(MODEL) for _ in range(4)]
