@@ -40,6 +40,7 @@ from gateway.routing.dns_discovery import DnsEngines, build_resolver, is_dns
 from gateway.routing.redis_limits import build_limiter
 from gateway.routing.shared_flight import SharedFlights
 from gateway.routing.upstream import Upstream
+from gateway.speculation import Speculation, SpeculationCollector
 from gateway.timeseries import Sampler
 
 
@@ -115,6 +116,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         flush_s=settings.cache.stats_flush_s,
                     )
                     await stack.enter_async_context(cluster_stats)
+            speculation = None
+            if cache is not None:
+                speculation = Speculation(
+                    settings.cache, upstream.balancer, admission, settings.routing.balancer
+                )
+                metrics.registry.register(SpeculationCollector(speculation))
             services = Services(
                 settings=settings,
                 pool=pool,
@@ -129,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 audit=audit,
                 shared=shared,
                 cluster_stats=cluster_stats,
+                speculation=speculation,
             )
             stack.push_async_callback(services.drain)
             metrics.watch(pool, services.admission)

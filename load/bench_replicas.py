@@ -137,7 +137,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         redis_url = stack_.enter_context(stack.redis())
         urls = [
             stack_.enter_context(
-                stack.gateway(engine, admin_key=ADMIN, redis_url=redis_url, env=REPLICA_ENV)
+                stack.gateway(engine, admin_key=ADMIN, redis_url=redis_url, settings=REPLICA_ENV)
             )
             for _ in range(3)
         ]

@@ -93,18 +93,18 @@ def gateway(
     redis_url: str | None = None,
     policy: str | None = None,
     log_path: Path | None = None,
-    env: dict[str, str] | None = None,
+    max_in_flight: int | None = None,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[str]:
-    """``python -m gateway serve`` in front of ``backend``; yields its base URL. ``env`` adds
-    GATEWAY_* settings."""
+    """``python -m gateway serve`` in front of ``backend``; yields its base URL. ``settings``:
+    more GATEWAY_* variables (e.g. ``{"GATEWAY_CACHE__SPECULATIVE_MISS": "false"}``)."""
     port = free_port()
-    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update(
         {
             "GATEWAY_HOST": "127.0.0.1",
             "GATEWAY_PORT": str(port),
-            "GATEWAY_BACKENDS": json.dumps([{"url": backend.url, "models": [backend.model]}]),
+            "GATEWAY_BACKENDS": json.dumps([_backend(backend, max_in_flight)]),
             "GATEWAY_AUTH__ADMIN_KEY_HASH": hash_key(admin_key),
             "GATEWAY_LOG_LEVEL": "warning",
             "GATEWAY_ROUTING__BUDGET__DEFAULT_TOKENIZER": model_dir(),
@@ -115,7 +115,7 @@ def gateway(
         env["GATEWAY_REDIS_URL"] = redis_url
     if policy:  # else the gateway's default
         env["GATEWAY_CACHE__POLICY"] = policy
-    env.update(extra)  # any other GATEWAY_* settings
+    env.update(settings or {})
     log_path = log_path or Path(tempfile.mkdtemp(prefix="bench-gateway-")) / "gateway.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
@@ -133,6 +133,13 @@ def gateway(
         yield url
     finally:
         _stop(proc)
+
+
+def _backend(backend: Endpoint, max_in_flight: int | None) -> dict[str, object]:
+    config: dict[str, object] = {"url": backend.url, "models": [backend.model]}
+    if max_in_flight is not None:
+        config["max_in_flight"] = max_in_flight
+    return config
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:

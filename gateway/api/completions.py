@@ -2,16 +2,24 @@
 
 The path is the one in DESIGN.md: rate limit -> cache policy -> lookup (exact, then semantic)
 -> replay on a hit. On a miss: token budget (clamp max_tokens, reject prompts that cannot fit)
--> coalesce identical cacheable misses -> admission (slot or 429) -> router -> relay. A
-complete answer is stored after the response, never blocking it, by the flight's leader only.
+-> coalesce identical cacheable misses (across replicas when they share a Redis) -> admission
+(slot or 429) -> router -> relay. A complete answer is stored after the response, never
+blocking it, by the flight's leader only.
+
+Speculative miss (gateway/speculation.py): when the exact tier missed and the engine has
+headroom, the miss path starts at once and the semantic tier runs beside it; a semantic hit
+withdraws the engine request (vLLM aborts it) and is replayed, a miss answers from the engine
+request already under way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Hashable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from starlette.background import BackgroundTask
@@ -26,9 +34,11 @@ from gateway.cache.entry import CachedAnswer, LookupResult
 from gateway.cache.policy import CacheQuery
 from gateway.errors import InvalidRequest, NotCached
 from gateway.observability import REQUEST_STARTED, annotate, prompt_preview
+from gateway.routing.budget import Budgeted
 from gateway.routing.coalesce import Producer, Subscription
 from gateway.routing.shared_flight import BYTES, JSON, REMOTE, Codec, flight_key
 from gateway.routing.upstream import StreamInterrupted
+from gateway.speculation import Attempt, Speculation
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,7 +74,13 @@ async def complete(
 
     cache = svc.cache if cacheable else None
     query = cache.query(fmt.kind, body, caller.tenant, control) if cache else None
-    result = await cache.lookup(query) if cache and query else LookupResult("bypass")
+    result = await cache.lookup_exact(query) if cache and query else LookupResult("bypass")
+    if result is None:  # the exact tier missed: the semantic tier decides
+        assert cache is not None and query is not None
+        speculation = svc.speculation
+        if not control.only_if_cached and speculation and speculation.worth_it(model, body):
+            return await _speculate(svc, fmt, body, caller, query, speculation)
+        result = await cache.lookup_semantic(query)
     svc.metrics.cache_lookups.labels(result.status).inc()
     if result.guard:
         annotate(cache_guard=result.guard)
@@ -118,6 +134,62 @@ async def _first_chunk_timed(
         yield event
 
 
+async def _speculate(
+    svc: Services,
+    fmt: WireFormat,
+    body: dict[str, Any],
+    caller: Caller,
+    query: CacheQuery,
+    speculation: Speculation,
+) -> Response:
+    """The engine request starts now; the semantic tier answers meanwhile. A hit withdraws
+    the engine request and is replayed; a miss answers from the request already under way."""
+    assert svc.cache is not None
+    attempt = Attempt()
+    start = asyncio.create_task(_start(svc, fmt, body, caller, query, attempt))
+    try:
+        result = await svc.cache.lookup_semantic(query)
+    except BaseException:  # the client went away
+        await _withdraw(svc, caller, start)
+        raise
+    svc.metrics.cache_lookups.labels(result.status).inc()
+    if result.guard:
+        annotate(cache_guard=result.guard)
+    if result.hit and result.answer is not None:
+        start.cancel()  # at once; the clean-up need not delay the hit
+        svc.spawn(_withdraw(svc, caller, start))
+        speculation.record("aborted", attempt)
+        annotate(speculative="aborted")
+        return _replay(svc, fmt, body, result, result.answer)
+    speculation.record("used", attempt)
+    annotate(speculative="used")
+    return await _respond(svc, fmt, caller, await start, _cache_headers(result))
+
+
+async def _withdraw(svc: Services, caller: Caller, start: asyncio.Task[_Started]) -> None:
+    """Cancels a speculative miss. Leaving its flight closes the engine request (vLLM aborts
+    it) unless an identical request still listens; tokens charged to the key are given back."""
+    start.cancel()
+    await asyncio.wait({start})
+    if start.cancelled() or start.exception() is not None:
+        return  # _start gave the tokens back, or never charged them
+    started = start.result()  # it finished before the cancel landed
+    if started.stream is not None:
+        await started.stream.aclose()
+    svc.spawn(svc.limiter.settle(caller.key_id, started.budgeted.estimated_tokens, 0))
+
+
+@dataclass
+class _Started:
+    """A miss whose engine request is under way: for SSE its open subscription (the first
+    event in), for JSON the whole answer and the (closed) subscription that got it."""
+
+    budgeted: Budgeted
+    storable: CacheQuery | None
+    stream: Subscription[bytes] | None = None
+    answered: tuple[Subscription[Any], dict[str, Any]] | None = None  # flight, JSON body
+
+
 async def _miss(
     svc: Services,
     fmt: WireFormat,
@@ -126,11 +198,26 @@ async def _miss(
     query: CacheQuery | None,
     headers: dict[str, str],
 ) -> Response:
+    started = await _start(svc, fmt, body, caller, query)
+    return await _respond(svc, fmt, caller, started, headers)
+
+
+async def _start(
+    svc: Services,
+    fmt: WireFormat,
+    body: dict[str, Any],
+    caller: Caller,
+    query: CacheQuery | None,
+    attempt: Attempt | None = None,
+) -> _Started:
+    """Token budget and limit, then the engine request (or an identical one's flight)."""
     model, path = fmt.model, fmt.path
     budgeted = await svc.budget.apply(
         path, body, model, counted=fmt.count_body(body), limit_fields=fmt.limit_fields
     )
     await svc.limiter.acquire(caller.key_id, budgeted.estimated_tokens, requests=0)
+    if attempt is not None:
+        attempt.prompt_tokens = budgeted.prompt_tokens
     storable = query if query is not None and query.control.store else None
     upstream_body = fmt.upstream_body(budgeted.body, storable is not None)
     # Identical cacheable misses share one engine call; anything else gets a flight of its own,
@@ -142,21 +229,70 @@ async def _miss(
         if query is not None and query.control.lookup
         else object()
     )
-    if not fmt.stream:
 
-        async def answer(meta: dict[str, Any]) -> AsyncIterator[Any]:
+    def sending() -> None:
+        if attempt is not None:
+            attempt.sent = True
+
+    try:
+        if not fmt.stream:
+
+            async def answer(meta: dict[str, Any]) -> AsyncIterator[Any]:
+                async with svc.admission.slot(model):
+                    sending()
+                    response = await svc.upstream.send(path, upstream_body, model)
+                meta["backend"] = response.route.backend.url
+                yield response.body
+
+            def keepable(bodies: list[Any]) -> bool:
+                found = fmt.from_body(bodies[0]) if storable and svc.cache else None
+                return bool(found and svc.cache and svc.cache.keeps(found))
+
+            producer = _shared(svc, key, answer, JSON, keepable)
+            async with svc.answers.join(key, producer) as flight:
+                answered = await anext(aiter(flight))
+            return _Started(budgeted, storable, answered=(flight, answered))
+
+        async def events(meta: dict[str, Any]) -> AsyncIterator[bytes]:
             async with svc.admission.slot(model):
-                response = await svc.upstream.send(path, upstream_body, model)
-            meta["backend"] = response.route.backend.url
-            yield response.body
+                sending()
+                opened = await svc.upstream.stream(path, upstream_body, model)
+                meta["backend"] = opened.backend.url
+                try:
+                    async for data in opened.events():
+                        yield data
+                finally:
+                    await opened.aclose()
 
-        def keepable(bodies: list[Any]) -> bool:
-            found = fmt.from_body(bodies[0]) if storable and svc.cache else None
-            return bool(found and svc.cache and svc.cache.keeps(found))
+        def stream_keepable(chunks: list[bytes]) -> bool:
+            if storable is None or svc.cache is None:
+                return False
+            captured = fmt.stream_capture()
+            for data in chunks:
+                captured.feed(data)
+            found = captured.answer()
+            return bool(found and svc.cache.keeps(found))
 
-        producer = _shared(svc, key, answer, JSON, keepable)
-        async with svc.answers.join(key, producer) as flight:
-            body = await anext(aiter(flight))
+        sub = svc.streams.join(key, _shared(svc, key, events, BYTES, stream_keepable))
+        try:
+            await sub.wait_started()  # an error before the first byte still gets its HTTP status
+        except BaseException:
+            await sub.aclose()
+            raise
+        return _Started(budgeted, storable, stream=sub)
+    except asyncio.CancelledError:
+        if attempt is not None:  # withdrawn: the tokens were never spent on an answer
+            svc.spawn(svc.limiter.settle(caller.key_id, budgeted.estimated_tokens, 0))
+        raise
+
+
+async def _respond(
+    svc: Services, fmt: WireFormat, caller: Caller, started: _Started, headers: dict[str, str]
+) -> Response:
+    """The started miss as the client's response; the answer is stored after it."""
+    budgeted, storable = started.budgeted, started.storable
+    if started.answered is not None:
+        flight, body = started.answered
         leads = flight.is_leader and not flight.meta.get(REMOTE)
         headers["x-gateway-backend"] = str(flight.meta.get("backend", ""))
         if not leads:
@@ -170,31 +306,8 @@ async def _miss(
             task = BackgroundTask(_insert, svc, storable, found)
         return JSONResponse(fmt.relay_json(body), headers=headers, background=task)
 
-    async def events(meta: dict[str, Any]) -> AsyncIterator[bytes]:
-        async with svc.admission.slot(model):
-            opened = await svc.upstream.stream(path, upstream_body, model)
-            meta["backend"] = opened.backend.url
-            try:
-                async for data in opened.events():
-                    yield data
-            finally:
-                await opened.aclose()
-
-    def stream_keepable(chunks: list[bytes]) -> bool:
-        if storable is None or svc.cache is None:
-            return False
-        captured = fmt.stream_capture()
-        for data in chunks:
-            captured.feed(data)
-        found = captured.answer()
-        return bool(found and svc.cache.keeps(found))
-
-    sub = svc.streams.join(key, _shared(svc, key, events, BYTES, stream_keepable))
-    try:
-        await sub.wait_started()  # an error before the first byte still gets its HTTP status
-    except BaseException:
-        await sub.aclose()
-        raise
+    sub = started.stream
+    assert sub is not None
     leads = sub.is_leader and not sub.meta.get(REMOTE)
     headers["x-gateway-backend"] = str(sub.meta.get("backend", ""))
     if not leads:

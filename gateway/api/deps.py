@@ -24,6 +24,7 @@ from gateway.routing.coalesce import Coalescer
 from gateway.routing.ratelimit import Limiter
 from gateway.routing.shared_flight import SharedFlights
 from gateway.routing.upstream import Upstream
+from gateway.speculation import Speculation
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Services:
     budget: TokenBudget
     responses: ResponseStore = field(default_factory=MemoryResponseStore)
     audit: Auditor | None = None  # audits of semantic hits (None: no cache or sample_rate 0)
+    speculation: Speculation | None = None  # speculative misses (None: no cache)
     streams: Coalescer[bytes] = field(default_factory=Coalescer)
     answers: Coalescer[Any] = field(default_factory=Coalescer)  # JSON bodies
     shared: SharedFlights | None = None  # flights shared across replicas (through Redis)

@@ -18,8 +18,9 @@ from gateway.cache.factory import build_cache
 from gateway.cache.memory_store import MemoryStore
 from gateway.cache.policy import CacheQuery, cache_query
 from gateway.cache.redis_store import RedisStore
-from gateway.cache.service import CacheUnavailable, SemanticCache
+from gateway.cache.service import SemanticCache
 from gateway.cache.store import CacheStore, StoreRejected
+from gateway.cache.store_calls import CacheUnavailable
 
 __all__ = [
     "CacheConfig",

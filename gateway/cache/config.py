@@ -170,6 +170,24 @@ class CacheConfig(BaseModel):
     cache_tool_requests: bool = Field(
         default=False, description="Also cache requests that declare tools/functions."
     )
+    speculative_miss: bool = Field(
+        default=False,
+        description="Once the exact tier missed, start the engine request at once and run the "
+        "semantic tier beside it (a semantic hit aborts the engine request and is served), but "
+        "only when the engine the request would go to has headroom (speculative_max_load). "
+        "Off (the default): the semantic tier answers first, the engine is asked only after it "
+        "missed. On a CPU machine whose engine shares the gateway's cores it made semantic hits "
+        "~2x slower and misses no faster (docs/benchmarks.md); it is meant for GPU engines.",
+    )
+    speculative_max_load: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Headroom for a speculative engine request: nobody waits for an admission "
+        "slot, the chosen engine runs fewer than this fraction of its max_in_flight requests "
+        "for this gateway, and (by its last fresh /metrics scrape) vLLM has no request waiting. "
+        "0 never speculates.",
+    )
     store_timeout_s: float = Field(
         default=0.25, gt=0, description="Budget of one cache operation; past it: bypass."
     )

@@ -1,10 +1,10 @@
 """SemanticCache: the exact and semantic tiers over a store and an embedder.
 
-The request path calls ``lookup`` and, after a complete answer went out, ``insert``. Neither
+The request path calls ``lookup`` (or its two tiers apart: ``lookup_exact``, then
+``lookup_semantic``) and, after a complete answer went out, ``insert``. Neither
 ever raises: store trouble (down, slow, out of memory) makes a lookup a ``bypass`` and an insert
-a no-op, both counted; after an error the store is left alone for ``store_retry_after_s`` so a
-dead Redis costs requests nothing, and then used again. Admin operations (warm, delete, flush)
-raise CacheUnavailable instead, so the admin API can say 503.
+a no-op, both counted (store_calls.py: a time budget per call, a rest after a failure). Admin
+operations (warm, delete, flush) raise CacheUnavailable instead, so the admin API can say 503.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from functools import partial
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from gateway.cache.calibration import OperatingPoint, calibrate_warmed, calibration_target
 from gateway.cache.config import CacheConfig
@@ -29,20 +29,16 @@ from gateway.cache.entry import CachedAnswer, LookupResult, LookupStatus, Stored
 from gateway.cache.guard import DEFAULT_WORDS, Guard, GuardWords
 from gateway.cache.policy import CacheQuery, Kind, cache_query
 from gateway.cache.stats import CacheCounters
-from gateway.cache.store import CacheStore, StoreRejected
+from gateway.cache.store import CacheStore
+from gateway.cache.store_calls import StoreCalls, StoreFailed
 from gateway.cache.warm import plan_warm
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 _WARM_CHUNK = 256
 
 
-class CacheUnavailable(RuntimeError):
-    """The store failed during an admin operation."""
-
-
-class _StoreFailed(Exception):
-    pass
+# One tier of a lookup: a final result, or None to ask the next tier.
+_Tier = Callable[[CacheQuery, float], Awaitable[LookupResult | None]]
 
 
 class CacheObserver(Protocol):
@@ -82,7 +78,9 @@ class SemanticCache:
         self._clock = clock
         self.counters = CacheCounters()  # this replica's (cluster_stats sums them)
         self.operating_points: dict[str, OperatingPoint] = {}  # scope -> calibrated point
-        self._down_until = 0.0  # time.monotonic() before which the store is not tried
+        self._calls = StoreCalls(
+            store, config.store_timeout_s, config.store_retry_after_s, self._store_error
+        )
         self._sweeper: asyncio.Task[None] | None = None
         self.observer: CacheObserver | None = None
 
@@ -127,24 +125,39 @@ class SemanticCache:
 
     async def lookup(self, q: CacheQuery) -> LookupResult:
         """Exact tier, then semantic tier. Never raises."""
+        return await self.lookup_exact(q) or await self.lookup_semantic(q)
+
+    async def lookup_exact(self, q: CacheQuery) -> LookupResult | None:
+        """The exact tier alone: a hit or a bypass, or None when the semantic tier decides
+        (the caller may start the engine request before asking it). Never raises."""
+        return await self._tier(q, self._exact)
+
+    async def lookup_semantic(self, q: CacheQuery) -> LookupResult:
+        """The semantic tier, once ``lookup_exact`` returned None. Never raises."""
+        return await self._tier(q, self._semantic) or LookupResult("miss")
+
+    async def _tier(self, q: CacheQuery, tier: _Tier) -> LookupResult | None:
+        """Runs one tier; store trouble or a bug makes the lookup a counted bypass."""
         if not self.config.enabled or not q.control.lookup:
             self.counters.skipped += 1
             return LookupResult(
                 "bypass", reason="disabled" if not self.config.enabled else "no-cache"
             )
-        if self._store_resting():
+        if self._calls.resting():
             self.counters.bypasses += 1
             return LookupResult("bypass", reason="store-unavailable")
         threshold = self.threshold_for(q)
         try:
-            result = await self._lookup(q, threshold)
-        except _StoreFailed:
+            result = await tier(q, threshold)
+        except StoreFailed:
             self.counters.bypasses += 1
             return LookupResult("bypass", threshold=threshold, reason="store-error")
         except Exception:
             log.exception("cache lookup failed")
             self.counters.bypasses += 1
             return LookupResult("bypass", threshold=threshold, reason="error")
+        if result is None:
+            return None
         self.counters.count_lookup(result)
         if result.guard is not None:
             log.info("cache guard refused a hit (%s) for %r", result.guard, q.text[:80])
@@ -166,23 +179,23 @@ class SemanticCache:
         if not self.keeps(answer):
             self.counters.not_stored += 1
             return None
-        if self._store_resting():
+        if self._calls.resting():
             self.counters.insert_errors += 1
             return None
         try:
             # Never replace a live entry from the request path (e.g. after Cache-Control:
             # no-cache, or a lookup that bypassed a slow store): a warmed, curated answer stays.
             # Only the admin warm-up replaces entries.
-            existing = await self._store_call(self.store.get_exact(q.scope, q.exact_key))
+            existing = await self._calls.call(self.store.get_exact(q.scope, q.exact_key))
             if existing is not None and existing.is_live(self._clock()):
                 self.counters.kept += 1
                 return None
             embedding = await self.embedder.embed_query(q.text)
             entry = self._new_entry(q, answer, q.control.ttl_s)
             vector = None if embedding.truncated else embedding.vector
-            await self._store_call(self.store.add(entry, vector))
+            await self._calls.call(self.store.add(entry, vector))
         except Exception as exc:
-            if not isinstance(exc, _StoreFailed):
+            if not isinstance(exc, StoreFailed):
                 log.exception("cache insert failed")
             self.counters.insert_errors += 1
             return None
@@ -196,8 +209,8 @@ class SemanticCache:
         if agreed:
             return None
         floor = min(1.0, similarity + self.config.audit.margin)
-        with contextlib.suppress(_StoreFailed):  # logged and counted by _store_call
-            if await self._store_call(self.store.raise_min_similarity(entry_id, floor)):
+        with contextlib.suppress(StoreFailed):  # logged and counted by _store_call
+            if await self._calls.call(self.store.raise_min_similarity(entry_id, floor)):
                 return floor
         return None
 
@@ -238,7 +251,7 @@ class SemanticCache:
                 batch.append((entry, vector))
                 if vector is not None and target is not None:
                     samples.setdefault(entry.scope, []).append((entry, vector))
-            await self._admin_call(self.store.add_many(batch))
+            await self._calls.admin(self.store.add_many(batch))
             if on_progress is not None:
                 on_progress(len(chunk))
         self.counters.inserts += len(planned)
@@ -248,31 +261,31 @@ class SemanticCache:
         return len(planned)
 
     async def get(self, entry_id: str) -> StoredEntry | None:
-        return await self._admin_call(self.store.get(entry_id))
+        return await self._calls.admin(self.store.get(entry_id))
 
     async def delete(self, entry_id: str) -> bool:
-        return await self._admin_call(self.store.delete(entry_id))
+        return await self._calls.admin(self.store.delete(entry_id))
 
     async def delete_namespace(self, namespace: str) -> int:
-        return await self._admin_call(self.store.delete_namespace(namespace))
+        return await self._calls.admin(self.store.delete_namespace(namespace))
 
     async def flush(self) -> int:
-        return await self._admin_call(self.store.flush())
+        return await self._calls.admin(self.store.flush())
 
     async def sweep(self) -> int:
-        removed = await self._admin_call(self.store.sweep())
+        removed = await self._calls.admin(self.store.sweep())
         self.counters.swept += removed
         return removed
 
     async def stats(self) -> dict[str, Any]:
         entries: int | None
         try:
-            entries = await self._store_call(self.store.count())
-        except _StoreFailed:
+            entries = await self._calls.call(self.store.count())
+        except StoreFailed:
             entries = None
         return {
             "store": self.store.name,
-            "store_available": not self._store_resting(),
+            "store_available": not self._calls.resting(),
             "entries": entries,
             "policy": self.policy.name,
             "guard": self.guard is not None,
@@ -282,14 +295,18 @@ class SemanticCache:
         }
 
     # -- internals -------------------------------------------------------------------------
-    async def _lookup(self, q: CacheQuery, threshold: float) -> LookupResult:
+    async def _exact(self, q: CacheQuery, threshold: float) -> LookupResult | None:
+        started = time.perf_counter()
+        entry = await self._calls.call(self.store.get_exact(q.scope, q.exact_key))
+        self._observe("exact", started)
+        now = self._clock()
+        if entry is not None and self._servable(entry, now, q.control.max_age_s):
+            return self._result("hit-exact", entry, 1.0, now, threshold)
+        return None
+
+    async def _semantic(self, q: CacheQuery, threshold: float) -> LookupResult:
         max_age = q.control.max_age_s
         started = time.perf_counter()
-        entry = await self._store_call(self.store.get_exact(q.scope, q.exact_key))
-        started = self._observe("exact", started)
-        now = self._clock()
-        if entry is not None and self._servable(entry, now, max_age):
-            return self._result("hit-exact", entry, 1.0, now, threshold)
         embedding = await self.embedder.embed_query(q.text)
         started = self._observe("embed", started)
         if embedding.truncated:  # the vector only saw a prefix: comparing it could mislead
@@ -301,7 +318,7 @@ class SemanticCache:
         if point is not None:  # calibrated for cache.max_false_hit_rate
             threshold = point.threshold
         k, floor = self.policy.search_params(threshold, self.config.search_k)
-        neighbours = await self._store_call(self.store.search(q.scope, embedding.vector, k, floor))
+        neighbours = await self._calls.call(self.store.search(q.scope, embedding.vector, k, floor))
         self._observe("search", started)
         now = self._clock()
         live = [n for n in neighbours if self._servable(n.entry, now, max_age, n.similarity)]
@@ -358,35 +375,10 @@ class SemanticCache:
             self.observer.on_stage(stage, now - started)
         return now
 
-    def _store_error(self, exc: Exception) -> None:
+    def _store_error(self, kind: str) -> None:
         self.counters.store_errors += 1
         if self.observer is not None:
-            kind = "timeout" if "Timeout" in type(exc).__name__ else "error"
-            self.observer.on_store_error(
-                self.store.name, "rejected" if isinstance(exc, StoreRejected) else kind
-            )
-
-    def _store_resting(self) -> bool:
-        return time.monotonic() < self._down_until
-
-    async def _store_call(self, call: Awaitable[T]) -> T:
-        """Run one store operation within the time budget; any failure -> _StoreFailed."""
-        try:
-            async with asyncio.timeout(self.config.store_timeout_s):
-                return await call
-        except Exception as exc:
-            self._store_error(exc)
-            if not isinstance(exc, StoreRejected):  # down or slow: leave it alone a moment
-                self._down_until = time.monotonic() + self.config.store_retry_after_s
-            log.warning("cache store %s failed: %r", self.store.name, exc)
-            raise _StoreFailed() from exc
-
-    async def _admin_call(self, call: Awaitable[T]) -> T:
-        try:
-            return await call
-        except Exception as exc:
-            self._store_error(exc)
-            raise CacheUnavailable(f"cache store {self.store.name} failed: {exc!r}") from exc
+            self.observer.on_store_error(self.store.name, kind)
 
     async def _sweep_forever(self) -> None:
         while True:

@@ -104,7 +104,7 @@ class Admission:
         """One of the model's slots only if it is free now and nobody waits for one, else None
         (never queues). For background work that must not delay requests (cache audits): it
         holds the slot like a request, so requests arriving meanwhile see it taken."""
-        if self._queue or self._capacity(model) <= 0 or not self._fits(model):
+        if not self.has_spare(model):
             yield None
             return
         self._running[model] = self._running.get(model, 0) + 1
@@ -112,6 +112,10 @@ class Admission:
             yield Ticket(model)
         finally:
             self._release(model)
+
+    def has_spare(self, model: str) -> bool:
+        """A slot of the model is free now and nobody waits for one (and an engine serves it)."""
+        return not self._queue and self._capacity(model) > 0 and self._fits(model)
 
     def retry_after_s(self) -> float:
         """A guess at when a slot frees up for a newcomer."""

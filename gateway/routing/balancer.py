@@ -21,6 +21,7 @@ from typing import Literal
 from gateway.routing.affinity import rendezvous_rank
 from gateway.routing.backends import Backend, BackendPool
 from gateway.routing.config import BalancerConfig
+from gateway.routing.engine_metrics import EngineLoad
 
 Reason = Literal["affinity", "least-loaded", "fallback", "round-robin"]
 
@@ -56,12 +57,32 @@ class Balancer:
     def overloaded(self, backend: Backend) -> bool:
         if backend.in_flight >= self._cfg.overload_in_flight_ratio * backend.max_in_flight:
             return True
-        load = backend.load
-        if load is None or time.monotonic() - load.at > self._cfg.metrics_max_age_s:
+        load = self._fresh_load(backend)
+        if load is None:
             return False
         return (load.waiting or 0.0) >= self._cfg.overload_waiting or (
             load.kv_cache_usage or 0.0
         ) >= self._cfg.overload_kv_cache
+
+    def headroom(self, model: str, key: str | None, max_load: float) -> bool:
+        """Whether the engine this request would go to now is lightly loaded: it runs fewer
+        than ``max_load`` of its max_in_flight requests for this gateway and, by a fresh
+        scrape, vLLM has no request waiting. Extra work sent there (e.g. a speculative
+        request that may be aborted) then takes no capacity another request needs."""
+        route = self.choose(model, key)
+        if route is None:
+            return False
+        backend = route.backend
+        if backend.in_flight >= max_load * backend.max_in_flight:
+            return False
+        load = self._fresh_load(backend)
+        return load is None or not load.waiting
+
+    def _fresh_load(self, backend: Backend) -> EngineLoad | None:
+        load = backend.load
+        if load is None or time.monotonic() - load.at > self._cfg.metrics_max_age_s:
+            return None
+        return load
 
     def choose(
         self,

@@ -55,6 +55,7 @@ class FaultEngine:
     peak_in_flight: int = 0
     hints: list[str] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    disconnects: int = 0  # requests whose client hung up before the answer was complete
 
     def app(self) -> Starlette:
         return Starlette(
@@ -121,8 +122,10 @@ class FaultEngine:
             )
         if mode == "hang":
             await asyncio.sleep(3600)
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
+        if self.delay_s and await self._hung_up_within(request, self.delay_s):
+            if body.get("stream"):
+                self.in_flight -= 1  # no stream to count it down
+            return Response(status_code=499)  # nobody reads it
         chat = request.url.path.endswith("/chat/completions")
         if request.url.path.endswith("/responses"):
             if body.get("stream"):
@@ -148,7 +151,18 @@ class FaultEngine:
             }
         )
 
+    async def _hung_up_within(self, request: Request, seconds: float) -> bool:
+        """Waits ``seconds``, or less when the client hangs up meanwhile (then counted)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if await request.is_disconnected():
+                self.disconnects += 1
+                return True
+            await asyncio.sleep(min(0.01, left))
+        return False
+
     async def _stream(self, chat: bool, mode: FaultMode) -> AsyncIterator[bytes]:
+        complete = False
         try:
             for i, word in enumerate(self.words):
                 if mode == "cut" and i == 2:
@@ -166,8 +180,11 @@ class FaultEngine:
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
                 await asyncio.sleep(self.chunk_delay_s)
             yield b"data: [DONE]\n\n"
+            complete = True
         finally:
             self.in_flight -= 1
+            if not complete and mode == "ok":  # cancelled: the client hung up mid-stream
+                self.disconnects += 1
 
     def _response(self, text: str) -> dict[str, Any]:
         """A Responses API response object, as vLLM writes one."""
