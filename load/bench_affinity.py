@@ -261,6 +261,20 @@ def table(phases: list[Phase]) -> str:
     return "\n".join(lines)
 
 
+def phase_result(p: Phase) -> dict[str, Any]:
+    """One strategy's results, as the JSON reports hold them."""
+    return {
+        "strategy": p.strategy,
+        "requests": len(p.ttft_s),
+        "errors": p.errors,
+        "ttft_p50_s": percentile(p.ttft_s, 50),
+        "ttft_p99_s": percentile(p.ttft_s, 99),
+        "prefix_cache_hit_ratio": p.hit_ratio,
+        "engines": dict(p.engines),
+        "wall_s": p.wall_s,
+    }
+
+
 def merge(phases: list[Phase]) -> list[Phase]:
     merged: dict[str, Phase] = {}
     for p in phases:
@@ -320,19 +334,7 @@ def main() -> None:
             json.dumps(
                 {
                     "args": {k: v for k, v in vars(args).items() if k != "json"},
-                    "results": [
-                        {
-                            "strategy": p.strategy,
-                            "requests": len(p.ttft_s),
-                            "errors": p.errors,
-                            "ttft_p50_s": percentile(p.ttft_s, 50),
-                            "ttft_p99_s": percentile(p.ttft_s, 99),
-                            "prefix_cache_hit_ratio": p.hit_ratio,
-                            "engines": dict(p.engines),
-                            "wall_s": p.wall_s,
-                        }
-                        for p in phases
-                    ],
+                    "results": [phase_result(p) for p in phases],
                 },
                 indent=2,
             )
