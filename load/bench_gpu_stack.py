@@ -38,6 +38,8 @@ from typing import Any
 
 import aiohttp
 
+from gateway.cache.config import EmbedderConfig
+from gateway.cache.encoders import load_encoder
 from load import bench_affinity, engine_pool, stack
 from load.banking77 import DEFAULT_CSV, read_labelled, split
 from load.bench_gateway import PARAMS, bench_gateway, semantic_texts
@@ -126,6 +128,18 @@ async def run_overhead(
     return out
 
 
+def embedder() -> EmbedderConfig:
+    """The gateway's default embedder (ONNX, exported here once, so the gateway finds the
+    export in the shared cache), or torch where the export fails on this machine's torch."""
+    config = EmbedderConfig()
+    try:
+        load_encoder(config)
+    except Exception as error:  # any failure here means: use torch
+        print(f"[stack] ONNX embedder unavailable ({error!r}): torch", file=sys.stderr)
+        config = EmbedderConfig(backend="torch")
+    return config
+
+
 async def gateway_sections(
     pool: engine_pool.RunningPool, args: argparse.Namespace, report: dict[str, Any], t0: float
 ) -> None:
@@ -135,12 +149,14 @@ async def gateway_sections(
     random.Random(0).shuffle(misses)
     connector = aiohttp.TCPConnector(limit=128)
     timeout = aiohttp.ClientTimeout(total=300)
-    settings = {"GATEWAY_LOG_LEVEL": "warning"}
+    config = embedder()
+    settings = {"GATEWAY_LOG_LEVEL": "warning", "GATEWAY_CACHE__EMBEDDER__BACKEND": config.backend}
+    report["embedder_backend"] = config.backend
     with stack.gateway(engines, admin_key=ADMIN, tokenizer=args.tokenizer, settings=settings) as gw:
         report["gateway"] = {"url": gw, "started_after_s": round(time.monotonic() - t0, 1)}
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
             if "hit_miss" in args.sections and _time_left(args, t0):
-                semantic = semantic_texts(parts.seed, parts.tune)
+                semantic = semantic_texts(parts.seed, parts.tune, config)
                 print(f"[stack] hits ({len(semantic)} semantic texts) ...", file=sys.stderr)
                 report["hit_miss"] = await bench_gateway(
                     http, gw, pool.model, parts.seed, semantic, args.n1, args.n32
