@@ -43,7 +43,10 @@ cp deps/*.whl payload/deps/
 tar -cf payload/model.tar -C "$(dirname "$MODEL")" "$(basename "$MODEL")"
 (cd payload && sha256sum "$TREE" deps/*.whl model.tar > ../payload.sha256)
 cp payload.sha256 payload/
-tar -cf payload.tar -C payload .
+# Fixed order and metadata: the model comes after vLLM and the wheels, so the first parts do
+# not depend on it (they can be staged while the model is still being made).
+tar -cf payload.tar -C payload --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
+  "$TREE" deps model.tar payload.sha256
 rm -rf parts && mkdir parts && split -b "${PART_MB}M" -d -a 2 payload.tar parts/part-
 count=$(ls parts | wc -l)
 rm -rf "$DEST" && mkdir -p "$DEST"
