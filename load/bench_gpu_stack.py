@@ -179,6 +179,7 @@ def run_affinity(urls: list[str], model: str, args: argparse.Namespace) -> dict[
             system_words=args.system_words,
             profile_words=args.profile_words,
             rounds=args.affinity_rounds,
+            strategy=args.strategy,
             seed=f"{name}-{int(time.time())}",
             **sizes,
         )
@@ -223,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     add("--per-block-32", type=int, default=128, help="overhead: requests per block, 32 streams")
     add("--affinity-rounds", type=int, default=2)
     add("--affinity-workloads", help='JSON: {"name": {"sessions", "turns", "concurrency"}}')
+    add("--strategy", action="append", help="affinity: strategy or variant, repeatable")
     add("--system-words", type=int, default=400, help="affinity: shared system prompt")
     add("--profile-words", type=int, default=800, help="affinity: each session's own profile")
     add("--budget-s", type=float, default=1e9, help="start no section after this many seconds")

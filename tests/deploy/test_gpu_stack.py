@@ -101,3 +101,12 @@ def test_markdown_report_renders_every_section() -> None:
     assert "| exact hit | 5.0 / 7.0 | - / - |" in text
     assert "| 32 | TTFT | 5.0 / 7.0 |" in text
     assert "| fits (2 sessions x 2 turns) | affinity | 8 | 10.0 ms | 20.0 ms | 50.0% |" in text
+
+
+def test_affinity_variants_parse_into_balancer_settings() -> None:
+    from load.bench_affinity import balancer_for
+
+    deep = balancer_for("affinity:prefix_blocks=16,block_chars=128")
+    assert (deep.strategy, deep.prefix_blocks, deep.block_chars) == ("affinity", 16, 128)
+    assert deep.scrape_metrics is False
+    assert balancer_for("round_robin").strategy == "round_robin"
