@@ -159,9 +159,7 @@ async def run_phase(
     strategy: str, urls: list[str], model: str, args: argparse.Namespace, nonce: str
 ) -> Phase:
     phase = Phase(strategy)
-    routing = RoutingConfig(
-        balancer=BalancerConfig.model_validate({"strategy": strategy, "scrape_metrics": False})
-    )
+    routing = RoutingConfig(balancer=balancer_for(strategy))
     configs = [BackendConfig(url=u, models=[model], max_in_flight=64) for u in urls]
     timeouts = TimeoutConfig(first_byte_s=300, idle_stream_s=300)
     async with httpx.AsyncClient(trust_env=False, timeout=300) as client:
@@ -237,6 +235,20 @@ async def one_request(
 # -- report ----------------------------------------------------------------------------------
 
 
+def balancer_for(variant: str) -> BalancerConfig:
+    """``affinity``, ``round_robin`` or a variant with BalancerConfig fields, e.g.
+    ``affinity:prefix_blocks=16,block_chars=128`` (values read as JSON, else as text)."""
+    strategy, _, rest = variant.partition(":")
+    fields: dict[str, Any] = {"strategy": strategy, "scrape_metrics": False}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            fields[key.strip()] = json.loads(value)
+        except ValueError:
+            fields[key.strip()] = value
+    return BalancerConfig.model_validate(fields)
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -247,21 +259,35 @@ def percentile(values: list[float], q: float) -> float:
 
 def table(phases: list[Phase]) -> str:
     head = (
-        f"{'strategy':<12} {'requests':>8} {'errors':>6} {'TTFT p50':>9} {'TTFT p99':>9} "
+        f"{'strategy':<28} {'requests':>8} {'errors':>6} {'TTFT p50':>9} {'TTFT p99':>9} "
         f"{'prefix hit':>10} {'wall':>7}  engine split"
     )
     lines = [head, "-" * len(head)]
     for p in phases:
         split = " / ".join(str(n) for _, n in sorted(p.engines.items()))
         lines.append(
-            f"{p.strategy:<12} {len(p.ttft_s):>8} {p.errors:>6} "
+            f"{p.strategy:<28} {len(p.ttft_s):>8} {p.errors:>6} "
             f"{percentile(p.ttft_s, 50):>8.3f}s {percentile(p.ttft_s, 99):>8.3f}s "
             f"{p.hit_ratio:>9.1%} {p.wall_s:>6.1f}s  {split}"
         )
     return "\n".join(lines)
 
 
-def merge(phases: list[Phase]) -> list[Phase]:
+def phase_result(p: Phase) -> dict[str, Any]:
+    """One strategy's results, as the JSON reports hold them."""
+    return {
+        "strategy": p.strategy,
+        "requests": len(p.ttft_s),
+        "errors": p.errors,
+        "ttft_p50_s": percentile(p.ttft_s, 50),
+        "ttft_p99_s": percentile(p.ttft_s, 99),
+        "prefix_cache_hit_ratio": p.hit_ratio,
+        "engines": dict(p.engines),
+        "wall_s": p.wall_s,
+    }
+
+
+def merge(phases: list[Phase], order: tuple[str, ...] = STRATEGIES) -> list[Phase]:
     merged: dict[str, Phase] = {}
     for p in phases:
         m = merged.setdefault(p.strategy, Phase(p.strategy))
@@ -271,19 +297,20 @@ def merge(phases: list[Phase]) -> list[Phase]:
         m.queries += p.queries
         m.errors += p.errors
         m.wall_s += p.wall_s
-    return [merged[s] for s in STRATEGIES if s in merged]
+    return [merged[s] for s in order if s in merged]
 
 
 async def bench(urls: list[str], args: argparse.Namespace) -> list[Phase]:
     model = args.served_model or DEFAULT_MODEL
+    strategies = tuple(getattr(args, "strategy", None) or STRATEGIES)
     phases: list[Phase] = []
     for rnd in range(args.rounds):
-        order = STRATEGIES if rnd % 2 == 0 else tuple(reversed(STRATEGIES))
+        order = strategies if rnd % 2 == 0 else tuple(reversed(strategies))
         for strategy in order:
             nonce = f"{args.seed}-{rnd}-{strategy}"
             print(f"round {rnd + 1}/{args.rounds}: {strategy} ...", flush=True)
             phases.append(await run_phase(strategy, urls, model, args, nonce))
-    return merge(phases)
+    return merge(phases, strategies)
 
 
 def main() -> None:
@@ -299,6 +326,12 @@ def main() -> None:
     parser.add_argument("--system-words", type=int, default=250)
     parser.add_argument("--profile-words", type=int, default=150)
     parser.add_argument("--rounds", type=int, default=1, help="phase pairs, order alternating")
+    parser.add_argument(
+        "--strategy",
+        action="append",
+        help="strategy or variant to compare, repeatable (default: affinity, round_robin); "
+        "e.g. affinity:prefix_blocks=16",
+    )
     parser.add_argument("--seed", default=str(int(time.time())))
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -320,19 +353,7 @@ def main() -> None:
             json.dumps(
                 {
                     "args": {k: v for k, v in vars(args).items() if k != "json"},
-                    "results": [
-                        {
-                            "strategy": p.strategy,
-                            "requests": len(p.ttft_s),
-                            "errors": p.errors,
-                            "ttft_p50_s": percentile(p.ttft_s, 50),
-                            "ttft_p99_s": percentile(p.ttft_s, 99),
-                            "prefix_cache_hit_ratio": p.hit_ratio,
-                            "engines": dict(p.engines),
-                            "wall_s": p.wall_s,
-                        }
-                        for p in phases
-                    ],
+                    "results": [phase_result(p) for p in phases],
                 },
                 indent=2,
             )

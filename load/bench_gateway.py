@@ -52,10 +52,12 @@ def body(model: str, text: str) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": text}], **PARAMS}
 
 
-def semantic_texts(seed: Sequence[Labelled], queries: Sequence[Labelled]) -> list[str]:
+def semantic_texts(
+    seed: Sequence[Labelled], queries: Sequence[Labelled], config: EmbedderConfig | None = None
+) -> list[str]:
     """Query texts whose nearest seed has cosine >= 0.96, in every letter case that differs
     from the original and from each other (one request each)."""
-    encoder = load_encoder(EmbedderConfig())
+    encoder = load_encoder(config or EmbedderConfig())
 
     def vectors(rows: Sequence[Labelled]) -> np.ndarray:
         texts = [row.text for row in rows]

