@@ -217,23 +217,7 @@ def spec_from_args(args: argparse.Namespace, extra: list[str]) -> ServerSpec:
         served = served or DEFAULT_MODEL_NAME
     fields: dict[str, Any] = {
         name: getattr(args, name)
-        for name in (
-            "host",
-            "port",
-            "quantization",
-            "dtype",
-            "max_model_len",
-            "max_num_seqs",
-            "max_num_batched_tokens",
-            "kv_cache_dtype",
-            "gpu_memory_utilization",
-            "tensor_parallel_size",
-            "cpu_kvcache_space_gib",
-            "enforce_eager",
-            "enable_prefix_caching",
-            "enable_chunked_prefill",
-            "speculative_config",
-        )
+        for name in ("host", "port", "max_model_len", "max_num_seqs", *VLLM_ONLY)
     }
     return EngineSpec.for_device(
         args.device or detect_device(),
