@@ -58,12 +58,18 @@ def block_hashes(text: str, block_chars: int, max_blocks: int) -> list[str]:
 
 
 def affinity_key(model: str, body: dict[str, Any], config: BalancerConfig) -> str | None:
-    """The request's affinity key: model + hash of its leading prefix blocks."""
+    """The request's affinity key: model + hash of its leading prefix blocks. A conversation's
+    leading part (up to its n-th user turn) is keyed whole, however long: cut at
+    ``prefix_blocks``, a long shared system prompt would give every conversation one key and
+    send them all to one engine."""
     text = prefix_text(body, user_turns=config.affinity_user_turns)
     if text is None:
         return None
-    blocks = block_hashes(f"{model}\x00{text}", config.block_chars, config.prefix_blocks)
-    return blocks[-1]
+    keyed = f"{model}\x00{text}"
+    blocks = config.prefix_blocks
+    if "prompt" not in body:  # chat or Responses: the leading part ends where the turn does
+        blocks = max(blocks, -(-len(keyed) // config.block_chars))
+    return block_hashes(keyed, config.block_chars, blocks)[-1]
 
 
 def _unit(key: str, node: str) -> float:

@@ -91,6 +91,22 @@ def test_a_responses_conversation_keys_like_the_same_chat() -> None:
     assert affinity_key(MODEL, other, config) != affinity_key(MODEL, turn1, config)
 
 
+def test_conversations_under_a_long_shared_system_prompt_keep_keys_of_their_own() -> None:
+    """A system prompt longer than the block window must not merge every conversation."""
+    config = BalancerConfig(block_chars=64, prefix_blocks=2)
+    long_system = "You are the support assistant of a bank. " * 20  # 840 chars >> 128
+    keys = {
+        affinity_key(MODEL, chat(f"question {i}", system=long_system), config) for i in range(8)
+    }
+    assert len(keys) == 8
+    follow_up = chat("question 3", system=long_system)
+    follow_up["messages"] += [
+        {"role": "assistant", "content": "An answer."},
+        {"role": "user", "content": "And then?"},
+    ]
+    assert affinity_key(MODEL, follow_up, config) in keys  # the conversation stays put
+
+
 def test_completion_prompts_are_keyed_by_their_leading_blocks() -> None:
     config = BalancerConfig(block_chars=64, prefix_blocks=2)
     head = "x" * 128
