@@ -2,7 +2,9 @@
 
 Two sources: a local Hugging Face tokenizer folder (transformers' AutoTokenizer; chat prompts
 are rendered with the model's chat template, exactly as vLLM renders them), or, when no folder
-is configured, the engine's ``POST /tokenize`` (vLLM), which also reports ``max_model_len``.
+is configured, the engine's ``POST /tokenize`` (vLLM), which also reports ``max_model_len``;
+llama.cpp's llama-server tokenizes raw text only, so a chat is rendered by its
+``/apply-template`` first and its context comes from ``/props``.
 Loading and encoding run in worker threads, never on the event loop.
 """
 
@@ -141,11 +143,9 @@ class EngineTokenizer:
         last: Exception | None = None
         for url in urls[:2]:
             try:
-                response = await self._client.post(
-                    f"{url}/tokenize", json=request, timeout=self._timeout
-                )
-                response.raise_for_status()
-                data = response.json()
+                data = await self._post(url, "/tokenize", request)
+                if "count" not in data and "tokens" in data:  # llama-server: not vLLM's API
+                    return await self._ask_llama_server(url, request)
                 context = data.get("max_model_len")
                 return PromptCount(
                     int(data["count"]), context if isinstance(context, int) else None
@@ -153,3 +153,29 @@ class EngineTokenizer:
             except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
                 last = exc
         raise LookupError(f"engine /tokenize failed: {last}")
+
+    async def _ask_llama_server(self, url: str, request: dict[str, Any]) -> PromptCount:
+        """A rendered chat holds its special tokens already; a plain prompt gets BOS added,
+        as llama-server does when it answers."""
+        if "messages" in request:
+            template = {k: v for k, v in request.items() if k in ("messages", "tools")}
+            rendered = await self._post(url, "/apply-template", template)
+            tokenize = {"content": str(rendered["prompt"]), "add_special": False}
+        else:
+            tokenize = {"content": request["prompt"], "add_special": True}
+        tokens = (await self._post(url, "/tokenize", tokenize))["tokens"]
+        props = await self._post(url, "/props", None)
+        context = (props.get("default_generation_settings") or {}).get("n_ctx")
+        return PromptCount(len(tokens), context if isinstance(context, int) else None)
+
+    async def _post(self, url: str, path: str, request: dict[str, Any] | None) -> dict[str, Any]:
+        """One JSON call (a GET when there is nothing to send)."""
+        if request is None:
+            response = await self._client.get(f"{url}{path}", timeout=self._timeout)
+        else:
+            response = await self._client.post(f"{url}{path}", json=request, timeout=self._timeout)
+        response.raise_for_status()
+        data = response.json()
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} answered {type(data).__name__}, not an object")
+        return data

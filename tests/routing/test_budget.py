@@ -7,14 +7,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from engine.models import is_prepared, model_dir
 from gateway.errors import InvalidRequest
 from gateway.routing.budget import TokenBudget
 from gateway.routing.config import BudgetConfig, ModelBudget
-from gateway.routing.tokens import LocalTokenizer
+from gateway.routing.tokens import EngineTokenizer, LocalTokenizer
 from tests.routing.helpers import chat, routed
+from tests.support.engine import EngineEndpoint
 from tests.support.stub_engines import MODEL, running_fault_engine
 
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
@@ -153,3 +155,19 @@ async def test_tokenizing_does_not_block_the_event_loop(smollm2: Path) -> None:
     await ticking
     assert count.tokens > 60_000
     assert len(gaps) >= 3 and max(gaps) < max(0.1, took / 2)  # the loop kept running
+
+
+async def test_llama_server_counts_like_the_models_own_tokenizer(
+    smollm2: Path, llama_engine: EngineEndpoint
+) -> None:
+    """llama.cpp's /tokenize takes raw text: the chat is rendered by its template first."""
+    async with httpx.AsyncClient() as client:
+        engine = EngineTokenizer(client, lambda model: [llama_engine.url])
+        local = LocalTokenizer(smollm2)
+        body = chat("What is the capital of France?", system="Be brief.")
+        counted = await engine.count(llama_engine.model, body)
+        assert counted.tokens == (await local.count(MODEL, body)).tokens
+        assert counted.context_len is not None and counted.context_len >= 512
+        prompt = {"prompt": ["short", words(50)]}
+        longest = await engine.count(llama_engine.model, prompt)
+        assert longest.tokens > 50
