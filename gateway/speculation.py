@@ -17,8 +17,10 @@ The cache knows no engines and routing no cache: this module, built in app.py, i
 meet, like the auditor. Its counts are exported at /metrics:
 ``gateway_speculative_requests_total{outcome}`` (used: the semantic tier missed and the engine's
 answer went out; aborted: a semantic hit withdrew it), ``gateway_speculative_skipped_total``
-(no headroom), ``gateway_speculative_aborted_prompt_tokens_total`` (prompt tokens of aborted
-requests that had reached an engine: the upper bound of the prefill work wasted).
+(no headroom), ``gateway_speculative_aborted_sent_requests_total`` and
+``gateway_speculative_aborted_prompt_tokens_total`` (aborted requests already sent to an engine
+when the hit withdrew them, and their prompt tokens: the prefill work that may have been wasted;
+a request being sent at that very moment can go uncounted).
 """
 
 from __future__ import annotations
