@@ -10,7 +10,6 @@ PromQL's ``histogram_quantile`` does it. Nothing here touches the request path.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections import deque
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from gateway.background import stop_task
 from gateway.observability import HIT_RESULTS, LATENCY_BUCKETS, Metrics, samples
 
 COMPLETION_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages")
@@ -139,10 +139,7 @@ class Sampler:
         tb: TracebackType | None,
     ) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     def sample(self) -> None:
         self._metrics.refresh()

@@ -23,6 +23,7 @@ from typing import Any, Self
 
 import redis.asyncio as redis
 
+from gateway.background import stop_task
 from gateway.cache.stats import CacheCounters
 
 log = logging.getLogger(__name__)
@@ -127,10 +128,7 @@ class ClusterStats:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         await self.flush()  # the last counts of a replica that stops are not lost
         with contextlib.suppress(*_REDIS_ERRORS):
             await self._r.hdel(self._replicas, self.replica)

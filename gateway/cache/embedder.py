@@ -11,7 +11,6 @@ texts in flight share one computation, and a small LRU memo serves a text seen m
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway.background import stop_task
 from gateway.cache.config import EmbedderConfig
 from gateway.cache.encoders import Embedding, Encoder, load_encoder
 
@@ -101,10 +101,7 @@ class Embedder:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
         for future in self._inflight.values():
             if not future.done():
                 future.set_exception(RuntimeError("embedder closed"))

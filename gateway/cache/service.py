@@ -20,6 +20,7 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Protocol
 
+from gateway.background import stop_task
 from gateway.cache.calibration import OperatingPoint, calibrate_warmed, calibration_target
 from gateway.cache.config import CacheConfig
 from gateway.cache.control import CacheControl
@@ -92,10 +93,7 @@ class SemanticCache:
 
     async def close(self) -> None:
         sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+        await stop_task(sweeper)
         with contextlib.suppress(Exception):
             await self.store.close()
         if self._owns_embedder:

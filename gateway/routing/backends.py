@@ -10,7 +10,6 @@ breaker lets requests through.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any, Self
 
 import httpx
 
+from gateway.background import stop_task
 from gateway.config import BackendConfig
 from gateway.errors import ModelNotFound, NoBackendAvailable
 from gateway.routing.breaker import BreakerListener, CircuitBreaker
@@ -112,10 +112,7 @@ class BackendPool:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     # -- membership ------------------------------------------------------------------------
 

@@ -7,12 +7,12 @@ requests, while those already there finish. Statically configured backends are n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 from typing import Self
 
 from engine.registry import PublishedPool, watch_published
+from gateway.background import stop_task
 from gateway.config import BackendConfig
 from gateway.routing.backends import BackendPool
 
@@ -34,10 +34,7 @@ class PublishedEngines:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     async def _follow(self) -> None:
         async for published in watch_published(self._path, self._interval):

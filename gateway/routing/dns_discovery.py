@@ -18,7 +18,6 @@ asks one DNS server directly instead (dnspython), e.g. a local dnsmasq.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import socket
@@ -30,6 +29,7 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
+from gateway.background import stop_task
 from gateway.config import BackendConfig
 from gateway.routing.backends import BackendPool
 
@@ -122,10 +122,7 @@ class DnsEngines:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     async def _follow(self) -> None:
         while True:
