@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from gateway.redis_connect import is_tls
+
 
 class EmbedderConfig(BaseModel):
     """How prompts are turned into vectors (all-MiniLM-L6-v2, shipped offline)."""
@@ -81,7 +83,11 @@ class CacheConfig(BaseModel):
 
     enabled: bool = True
     redis_url: str | None = Field(
-        default=None, description="redis:// or rediss:// URL of a Redis 8; None = in-process store."
+        default=None,
+        description="redis:// or rediss:// URL of a Redis 8; redis+cluster://host:port[,host:port"
+        "...] (or rediss+cluster://) for a Redis Cluster, the hosts being seeds; None = "
+        "in-process store. The limits, shared flights, cluster stats and stored Responses use "
+        "the same Redis.",
     )
     key_prefix: str = Field(
         default="semcache", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Redis key prefix."
@@ -215,7 +221,22 @@ class CacheConfig(BaseModel):
     )
     redis_connect_timeout_s: float = Field(default=0.5, gt=0)
     redis_socket_timeout_s: float = Field(default=0.25, gt=0)
-    redis_max_connections: int = Field(default=64, ge=1)
+    redis_max_connections: int = Field(
+        default=64, ge=1, description="Per Redis server (per master and replica on a cluster)."
+    )
+    redis_wait_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="An insert counts as stored only once this many replicas of its master have "
+        "it (WAIT); past redis_wait_timeout_ms it counts as failed. 1 on a cluster (or a server) "
+        "with a replica per master: a stored entry then survives its master's crash. 0: no "
+        "wait (asynchronous replication: the last writes before a crash may be lost).",
+    )
+    redis_wait_timeout_ms: int = Field(
+        default=100,
+        ge=1,
+        description="Longest WAIT for redis_wait_replicas (keep it well below store_timeout_s).",
+    )
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     stats_flush_s: float = Field(
@@ -250,7 +271,7 @@ class CacheConfig(BaseModel):
     def redis_tls_options(self) -> dict[str, Any]:
         """redis-py connection options for a rediss:// URL ({} for redis://). TLS options
         with a plain redis:// URL are an error: they would silently mean no TLS at all."""
-        if not (self.redis_url or "").lower().startswith("rediss://"):
+        if not is_tls(self.redis_url):
             if self.redis_ca_cert or self.redis_client_cert or self.redis_client_key:
                 raise ValueError("cache.redis_ca_cert/client_cert/client_key need a rediss:// URL")
             return {}

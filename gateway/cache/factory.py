@@ -23,6 +23,8 @@ def build_cache(config: CacheConfig, *, embedder: Embedder | None = None) -> Sem
             socket_timeout_s=config.redis_socket_timeout_s,
             max_connections=config.redis_max_connections,
             tls=config.redis_tls_options(),
+            wait_replicas=config.redis_wait_replicas,
+            wait_timeout_ms=config.redis_wait_timeout_ms,
         )
     else:
         store = MemoryStore(

@@ -7,7 +7,13 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 
 from gateway.cache.entry import StoredEntry
 from gateway.cache.store import StoreRejected
@@ -31,15 +37,6 @@ local current = tonumber(redis.call('HGET', KEYS[1], 'm') or '-2')
 if tonumber(ARGV[1]) > current then redis.call('HSET', KEYS[1], 'm', ARGV[1]) end
 return 1
 """
-# Forget a scope in the indexes once its sorted set is gone (atomic with respect to add()).
-FORGET_IF_EMPTY = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SREM', KEYS[2], ARGV[1])
-  redis.call('SREM', KEYS[3], ARGV[1])
-  return 1
-end
-return 0
-"""
 
 
 def text(value: bytes | str) -> str:
@@ -55,11 +52,18 @@ def parse_vsim(response: Any) -> list[str]:
     return [text(element) for element in response[::2]]
 
 
+# Errors a Redis Cluster answers while a slot moves or its master fails over: the store is
+# unavailable for a moment (the caller rests and bypasses), not refusing the operation.
+MOVING = (ClusterDownError, TryAgainError, AskError, ReadOnlyError)
+
+
 @contextmanager
 def answered_no() -> Iterator[None]:
     """Redis answered with an error (out of memory, wrong type, ...): it is up, not down."""
     try:
         yield
+    except MOVING:
+        raise
     except ResponseError as exc:
         raise StoreRejected(str(exc)) from exc
 

@@ -1,24 +1,22 @@
 """The Redis 8 store: one vector set per scope, payloads in hashes with a TTL.
 
-Keys (``P`` is the configured prefix, ``S`` a scope id ``"<namespace>:<digest>"``):
-
-- ``P:v:S``  vector set (VADD/VSIM, HNSW, Q8) of the scope's entry ids.
-- ``P:z:S``  sorted set entry id -> expires_at: drives the sweep and the per-scope bound.
-- ``P:e:ID`` hash ``e`` (entry JSON), ``v`` (the float32 vector) and, once an audit raised it,
-  ``m`` (the entry's learned min_similarity), expiring with the entry.
-- ``P:x:K``  exact key -> entry id, expiring with the entry.
-- ``P:scopes`` and ``P:ns:NAMESPACE`` sets of scope ids (for the sweep and namespace deletes).
+Key names are in ``redis_keys`` (every key of a scope shares the scope's hash tag, so one scope
+lives on one master of a Redis Cluster and the scopes spread over the masters).
 
 Vector sets have no per-element TTL, so expiry is enforced three ways: the payload hash expires
 (an element without payload is never served and is removed when a search meets it), the sweep
-removes elements whose time has passed, and ``P:v:S``/``P:z:S`` themselves expire with their
-longest-lived entry, so every key but the two index sets has a TTL and a ``volatile-*``
-maxmemory policy can evict any of them safely.
+removes elements whose time has passed, and the scope's vector and sorted sets themselves expire
+with their longest-lived entry, so every key but the two index sets has a TTL and a
+``volatile-*`` maxmemory policy can evict any of them safely.
 
 VSIM scores are ``(1 + cosine) / 2`` and computed on Q8-quantized vectors. The conversion lives
 in ``cosine_to_score``; a search asks VSIM for candidates down to the requested similarity
 minus a margin, then recomputes every candidate's exact cosine from the stored float32 vector.
-Multi-key transactions assume a single Redis (not a cluster).
+
+Acknowledged writes: with ``wait_replicas`` > 0, ``add`` returns only once that many replicas
+of the scope's master have its write (``WAIT``), else it raises (the insert is then counted as
+failed and the entry may or may not survive a failover). An entry that ``add`` acknowledged
+survives its master's crash as long as one of those replicas takes over.
 """
 
 from __future__ import annotations
@@ -35,9 +33,9 @@ from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
 from gateway.cache.entry import Neighbour, StoredEntry, scope_namespace
+from gateway.cache.redis_keys import RedisKeys
 from gateway.cache.redis_scripts import (
     DEL_IF_EQUAL,
-    FORGET_IF_EMPTY,
     RAISE_MIN,
     TRIM,
     answered_no,
@@ -46,6 +44,7 @@ from gateway.cache.redis_scripts import (
     text,
 )
 from gateway.cache.store import StoreRejected
+from gateway.redis_connect import RedisClient, connect, is_cluster, node_of
 
 Q8_MARGIN = 0.03  # cosine slack for Q8 quantization when pre-filtering candidates in Redis
 _CHUNK = 500
@@ -61,7 +60,7 @@ def _blob(vector: np.ndarray) -> bytes:
 
 
 class RedisStore:
-    """CacheStore over Redis 8 vector sets."""
+    """CacheStore over Redis 8 vector sets, on one server or a Redis Cluster."""
 
     name = "redis"
 
@@ -76,62 +75,67 @@ class RedisStore:
         max_connections: int = 64,
         clock: Callable[[], float] = time.time,
         tls: Mapping[str, Any] | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 100,
     ) -> None:
-        """``tls``: redis-py ``ssl_*`` options for rediss:// (CacheConfig.redis_tls_options)."""
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
-            **(tls or {}),
-            max_connections=max_connections,
-            timeout=connect_timeout_s,
-            socket_connect_timeout=connect_timeout_s,
-            socket_timeout=socket_timeout_s,
-            retry=Retry(NoBackoff(), 1),  # one quick retry: a pooled socket may predate a restart
-        )
-        self._r = redis.Redis.from_pool(pool)
-        self._p = prefix
+        """``tls``: redis-py ``ssl_*`` options for rediss:// (CacheConfig.redis_tls_options).
+        ``url``: redis:// or redis+cluster:// (gateway.redis_connect)."""
+        if is_cluster(url):  # one quick retry; past it the request bypasses, MOVED is followed
+            self._r: RedisClient = connect(
+                url,
+                connect_timeout_s=connect_timeout_s,
+                socket_timeout_s=socket_timeout_s,
+                max_connections=max_connections,
+                tls=tls,
+                retry=Retry(NoBackoff(), 1),
+            )
+        else:
+            pool = redis.BlockingConnectionPool.from_url(
+                url,
+                **(tls or {}),
+                max_connections=max_connections,
+                timeout=connect_timeout_s,
+                socket_connect_timeout=connect_timeout_s,
+                socket_timeout=socket_timeout_s,
+                retry=Retry(
+                    NoBackoff(), 1
+                ),  # one quick retry: a pooled socket may predate a restart
+            )
+            self._r = redis.Redis.from_pool(pool)
+        self._k = RedisKeys(prefix)
         self._max_per_scope = max_entries_per_scope
         self._clock = clock
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = wait_timeout_ms
         self._del_if_equal = self._r.register_script(DEL_IF_EQUAL)
         self._trim = self._r.register_script(TRIM)
-        self._forget_if_empty = self._r.register_script(FORGET_IF_EMPTY)
         self._raise_min = self._r.register_script(RAISE_MIN)
-
-    # -- key names -------------------------------------------------------------------------
-    def _v(self, scope: str) -> str:
-        return f"{self._p}:v:{scope}"
-
-    def _z(self, scope: str) -> str:
-        return f"{self._p}:z:{scope}"
-
-    def _e(self, entry_id: str) -> str:
-        return f"{self._p}:e:{entry_id}"
-
-    def _x(self, exact_key: str) -> str:
-        return f"{self._p}:x:{exact_key}"
-
-    def _ns(self, namespace: str) -> str:
-        return f"{self._p}:ns:{namespace}"
-
-    @property
-    def _scopes(self) -> str:
-        return f"{self._p}:scopes"
 
     # -- protocol --------------------------------------------------------------------------
     async def add(self, entry: StoredEntry, vector: np.ndarray | None) -> None:
+        """One MULTI on the scope's slot, then (one round trip, possibly several masters) the
+        id pointer, the scope indexes and, with ``wait_replicas``, the replication barrier."""
         async with self._r.pipeline(transaction=True) as pipe:
             self._queue_add(pipe, entry, vector)
             with answered_no():
                 results = await pipe.execute()
+        node = node_of(self._r, self._k.ack(entry.scope))
+        async with self._r.pipeline(transaction=False) as pipe:
+            self._queue_index(pipe, entry.scope, [entry])
+            self._queue_wait(pipe, entry.scope, node)
+            with answered_no():
+                acked = await pipe.execute()
+        self._check_acked(acked, entry.scope)
         previous = results[0]
         if previous is not None and text(previous) != entry.entry_id:
             await self._unlink_entries(entry.scope, [text(previous)])
         await self._trim_scope(entry.scope)
 
     async def add_many(self, items: Sequence[tuple[StoredEntry, np.ndarray | None]]) -> None:
-        """Like add() for each item, pipelined in chunks (one round trip per chunk; not one
-        transaction: each entry's payload is written before its vector, so a concurrent search
-        never mistakes a new vector for a stale one). The scope-wide keys' TTLs and indexes are
-        updated once per chunk and scope, the scope bound once at the end."""
+        """Like add() for each item, pipelined in chunks (one round trip per chunk and master;
+        not one transaction: each entry's payload is written before its vector, so a concurrent
+        search never mistakes a new vector for a stale one). The scope-wide keys' TTLs and
+        indexes are updated once per chunk and scope, the scope bound once at the end."""
         scopes: set[str] = set()
         for start in range(0, len(items), _CHUNK):
             chunk = items[start : start + _CHUNK]
@@ -145,11 +149,14 @@ class RedisStore:
                     latest[entry.scope] = max(latest.get(entry.scope, 0.0), entry.expires_at)
                 for scope, expires_at in latest.items():
                     self._queue_scope_keys(pipe, scope, int(expires_at * 1000))
+                    self._queue_index(pipe, scope, [e for e, _ in chunk if e.scope == scope])
                 with answered_no():
                     results = await pipe.execute(raise_on_error=False)
             for result in results:
-                if isinstance(result, ResponseError):
-                    raise StoreRejected(str(result))
+                if isinstance(result, Exception):
+                    raise (
+                        StoreRejected(str(result)) if isinstance(result, ResponseError) else result
+                    )
             for (entry, _), position in zip(chunk, positions, strict=True):
                 previous = results[position]
                 if previous is not None and text(previous) != entry.entry_id:
@@ -157,47 +164,84 @@ class RedisStore:
             scopes.update(latest)
         for scope in scopes:
             await self._trim_scope(scope)
+        if self._wait_replicas:  # one barrier per scope: its last write covers the earlier ones
+            for scope in scopes:
+                async with self._r.pipeline(transaction=False) as pipe:
+                    self._queue_wait(pipe, scope, node_of(self._r, self._k.ack(scope)))
+                    self._check_acked(await pipe.execute(), scope)
 
     def _queue_add(
         self, pipe: Any, entry: StoredEntry, vector: np.ndarray | None, *, scope_keys: bool = True
     ) -> int:
-        """Queue one entry's writes (the exact-key SET, whose reply is the previous entry id,
-        first) and, with ``scope_keys``, its scope's TTLs and indexes; returns how many
+        """Queue one entry's writes on its scope's slot (the exact-key SET, whose reply is the
+        previous entry id, first) and, with ``scope_keys``, its scope's TTLs; returns how many
         commands were queued."""
         scope, entry_id = entry.scope, entry.entry_id
         expires_ms = int(entry.expires_at * 1000)
         payload: dict[FieldT, EncodableT] = {"e": entry.to_json()}
         if vector is not None:
             payload["v"] = _blob(vector)
-        pipe.set(self._x(entry.exact_key), entry_id, pxat=expires_ms, get=True)
-        pipe.hset(self._e(entry_id), mapping=payload)
-        pipe.pexpireat(self._e(entry_id), expires_ms)
+        pipe.set(self._k.exact(scope, entry.exact_key), entry_id, pxat=expires_ms, get=True)
+        pipe.hset(self._k.entry(scope, entry_id), mapping=payload)
+        pipe.pexpireat(self._k.entry(scope, entry_id), expires_ms)
         if vector is not None:
-            pipe.execute_command("VADD", self._v(scope), "FP32", payload["v"], entry_id, "Q8")
-        pipe.zadd(self._z(scope), {entry_id: entry.expires_at})
+            pipe.execute_command(
+                "VADD", self._k.vectors(scope), "FP32", payload["v"], entry_id, "Q8"
+            )
+        pipe.zadd(self._k.expiries(scope), {entry_id: entry.expires_at})
         if scope_keys:
             self._queue_scope_keys(pipe, scope, expires_ms)
-        return (5 if vector is not None else 4) + (6 if scope_keys else 0)
+        return (5 if vector is not None else 4) + (4 if scope_keys else 0)
 
     def _queue_scope_keys(self, pipe: Any, scope: str, expires_ms: int) -> None:
-        """The scope's sets live at least as long as its longest-lived entry; index the scope."""
-        for key in (self._v(scope), self._z(scope)):
+        """The scope's sets live at least as long as its longest-lived entry."""
+        for key in (self._k.vectors(scope), self._k.expiries(scope)):
             pipe.pexpireat(key, expires_ms, nx=True)
             pipe.pexpireat(key, expires_ms, gt=True)
-        pipe.sadd(self._scopes, scope)
-        pipe.sadd(self._ns(scope_namespace(scope)), scope)
+
+    def _queue_index(self, pipe: Any, scope: str, entries: Sequence[StoredEntry]) -> None:
+        """Outside the scope's slot, after its writes (see sweep): the entries' id pointers
+        and the scope's place in the indexes."""
+        for entry in entries:
+            pointer = self._k.scope_of(entry.entry_id)
+            pipe.set(pointer, scope, pxat=int(entry.expires_at * 1000))
+        pipe.sadd(self._k.scopes, scope)
+        pipe.sadd(self._k.namespace(scope_namespace(scope)), scope)
+
+    def _queue_wait(self, pipe: Any, scope: str, node: Any) -> None:
+        """The replication barrier: a write on the scope's master, then WAIT on the same
+        connection (WAIT counts the replicas that have this connection's last write, and
+        replication keeps order, so they have every earlier write of the scope too). On a
+        cluster both are pinned to the master the scope's writes went to: if another master
+        took the slot meanwhile they fail rather than acknowledge writes it may not have."""
+        if not self._wait_replicas:
+            return
+        pin = {} if node is None else {"target_nodes": node}
+        pipe.execute_command("SET", self._k.ack(scope), "1", "PX", "60000", **pin)
+        pipe.execute_command("WAIT", self._wait_replicas, self._wait_timeout_ms, **pin)
+
+    def _check_acked(self, results: list[Any], scope: str) -> None:
+        if not self._wait_replicas:
+            return
+        if isinstance(results[-1], Exception):
+            raise results[-1]
+        if int(results[-1]) < self._wait_replicas:
+            raise StoreRejected(
+                f"scope {scope}: {results[-1]} of {self._wait_replicas} replicas acknowledged "
+                f"within {self._wait_timeout_ms} ms"
+            )
 
     async def _trim_scope(self, scope: str) -> None:
-        popped = await self._trim(keys=[self._z(scope)], args=[self._max_per_scope])
+        popped = await self._trim(keys=[self._k.expiries(scope)], args=[self._max_per_scope])
         if popped:
             await self._unlink_entries(scope, [text(member) for member in popped[::2]])
 
     async def get_exact(self, scope: str, exact_key: str) -> StoredEntry | None:
         with answered_no():
-            entry_id = await self._r.get(self._x(exact_key))
+            entry_id = await self._r.get(self._k.exact(scope, exact_key))
             if entry_id is None:
                 return None
-            raw, learned = await self._r.hmget(self._e(text(entry_id)), ["e", "m"])
+            raw, learned = await self._r.hmget(self._k.entry(scope, text(entry_id)), ["e", "m"])
         if raw is None:
             return None
         entry = entry_of(raw, learned)
@@ -209,7 +253,8 @@ class RedisStore:
         self, scope: str, vector: np.ndarray, k: int, min_similarity: float = -1.0
     ) -> list[Neighbour]:
         query = np.asarray(vector, dtype=np.float32)
-        args: list[Any] = ["VSIM", self._v(scope), "FP32", _blob(query), "WITHSCORES", "COUNT", k]
+        key = self._k.vectors(scope)
+        args: list[Any] = ["VSIM", key, "FP32", _blob(query), "WITHSCORES", "COUNT", k]
         floor = min_similarity - Q8_MARGIN
         if floor > -1.0:
             args += ["EPSILON", 1.0 - cosine_to_score(floor)]
@@ -219,7 +264,7 @@ class RedisStore:
             return []
         async with self._r.pipeline(transaction=False) as pipe:
             for entry_id in candidates:
-                pipe.hmget(self._e(entry_id), ["e", "v", "m"])
+                pipe.hmget(self._k.entry(scope, entry_id), ["e", "v", "m"])
             payloads = await pipe.execute()
         now, found, stale = self._clock(), [], []
         for entry_id, (raw, blob, learned) in zip(candidates, payloads, strict=True):
@@ -235,14 +280,21 @@ class RedisStore:
         if stale:  # payload expired: the vector is dead weight, drop it now
             async with self._r.pipeline(transaction=False) as pipe:
                 for entry_id in stale:
-                    pipe.execute_command("VREM", self._v(scope), entry_id)
-                    pipe.zrem(self._z(scope), entry_id)
+                    pipe.execute_command("VREM", key, entry_id)
+                    pipe.zrem(self._k.expiries(scope), entry_id)
                 await pipe.execute()
         found.sort(key=lambda neighbour: neighbour.similarity, reverse=True)
         return found
 
+    async def _scope_of(self, entry_id: str) -> str | None:
+        scope = await self._r.get(self._k.scope_of(entry_id))
+        return None if scope is None else text(scope)
+
     async def get(self, entry_id: str) -> StoredEntry | None:
-        raw, learned = await self._r.hmget(self._e(entry_id), ["e", "m"])
+        scope = await self._scope_of(entry_id)
+        if scope is None:
+            return None
+        raw, learned = await self._r.hmget(self._k.entry(scope, entry_id), ["e", "m"])
         if raw is None:
             return None
         entry = entry_of(raw, learned)
@@ -250,40 +302,54 @@ class RedisStore:
 
     async def raise_min_similarity(self, entry_id: str, value: float) -> bool:
         with answered_no():
-            return bool(await self._raise_min(keys=[self._e(entry_id)], args=[repr(value)]))
+            scope = await self._scope_of(entry_id)
+            if scope is None:
+                return False
+            key = self._k.entry(scope, entry_id)
+            return bool(await self._raise_min(keys=[key], args=[repr(value)]))
 
     async def delete(self, entry_id: str) -> bool:
-        raw = await self._r.hget(self._e(entry_id), "e")
+        scope = await self._scope_of(entry_id)
+        if scope is None:
+            return False
+        raw = await self._r.hget(self._k.entry(scope, entry_id), "e")
         if raw is None:
             return False
         entry = StoredEntry.from_json(raw)
         await self._unlink_entries(entry.scope, [entry_id])
-        await self._del_if_equal(keys=[self._x(entry.exact_key)], args=[entry_id])
+        await self._del_if_equal(keys=[self._k.exact(scope, entry.exact_key)], args=[entry_id])
         return True
 
     async def delete_namespace(self, namespace: str) -> int:
         removed = 0
-        members: set[bytes | str] = await self._r.smembers(self._ns(namespace))
+        members: set[bytes | str] = await self._r.smembers(self._k.namespace(namespace))
         scopes = [text(member) for member in members]
         for scope in scopes:
-            ids = [text(i) for i in cast(list[bytes], await self._r.zrange(self._z(scope), 0, -1))]
+            zkey = self._k.expiries(scope)
+            ids = [text(i) for i in cast(list[bytes], await self._r.zrange(zkey, 0, -1))]
             for chunk in _chunks(ids):
                 async with self._r.pipeline(transaction=False) as pipe:
                     for entry_id in chunk:
-                        pipe.hget(self._e(entry_id), "e")
+                        pipe.hget(self._k.entry(scope, entry_id), "e")
                     raws = await pipe.execute()
-                exact = [self._x(StoredEntry.from_json(raw).exact_key) for raw in raws if raw]
-                await self._r.unlink(*exact, *(self._e(i) for i in chunk))
-            await self._r.unlink(self._v(scope), self._z(scope))
-            await self._r.srem(self._scopes, scope)
+                exact = [
+                    self._k.exact(scope, StoredEntry.from_json(raw).exact_key)
+                    for raw in raws
+                    if raw
+                ]
+                await self._r.unlink(*exact, *(self._k.entry(scope, i) for i in chunk))
+                await self._r.unlink(*(self._k.scope_of(i) for i in chunk))  # across slots
+            await self._r.unlink(self._k.vectors(scope), zkey, self._k.ack(scope))
+            await self._r.srem(self._k.scopes, scope)
             removed += len(ids)
-        await self._r.unlink(self._ns(namespace))
+        await self._r.unlink(self._k.namespace(namespace))
         return removed
 
     async def flush(self) -> int:
+        """Every key under the prefix, on every master of a cluster."""
         removed, batch = 0, []
-        async for key in self._r.scan_iter(match=f"{self._p}:*", count=1000):
-            if text(key).startswith(f"{self._p}:e:"):
+        async for key in self._r.scan_iter(match=self._k.pattern, count=1000):
+            if self._k.is_entry_pointer(text(key)):
                 removed += 1
             batch.append(key)
             if len(batch) >= _CHUNK:
@@ -298,28 +364,50 @@ class RedisStore:
         async for chunk in self._scope_chunks():
             async with self._r.pipeline(transaction=False) as pipe:
                 for scope in chunk:
-                    pipe.zcount(self._z(scope), f"({now}", "+inf")
+                    pipe.zcount(self._k.expiries(scope), f"({now}", "+inf")
                 total += sum(await pipe.execute())
         return total
 
     async def scope_size(self, scope: str) -> int:
-        return int(await self._r.execute_command("VCARD", self._v(scope)) or 0)
+        return int(await self._r.execute_command("VCARD", self._k.vectors(scope)) or 0)
 
     async def sweep(self) -> int:
+        """Removes expired entries, then forgets scopes whose sorted set is gone: SREM from the
+        indexes, then look again and SADD back if the scope came alive meanwhile. add() writes
+        the sorted set before indexing the scope, so no interleaving leaves a live scope out
+        (the index and the scope live on different slots: no one script can do both)."""
         removed, now = 0, self._clock()
         async for chunk in self._scope_chunks():
             async with self._r.pipeline(transaction=False) as pipe:
                 for scope in chunk:
-                    pipe.zrangebyscore(self._z(scope), "-inf", now)
-                expired = await pipe.execute()
-            for scope, ids in zip(chunk, expired, strict=True):
+                    pipe.zrangebyscore(self._k.expiries(scope), "-inf", now)
+                    pipe.exists(self._k.expiries(scope))
+                answers = await pipe.execute()
+            gone: list[str] = []
+            for scope, ids, exists in zip(chunk, answers[::2], answers[1::2], strict=True):
                 if ids:
                     removed += await self._unlink_entries(scope, [text(i) for i in ids])
-                await self._forget_if_empty(
-                    keys=[self._z(scope), self._scopes, self._ns(scope_namespace(scope))],
-                    args=[scope],
-                )
+                if not exists:
+                    gone.append(scope)
+            if gone:
+                await self._forget(gone)
         return removed
+
+    async def _forget(self, scopes: list[str]) -> None:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for scope in scopes:
+                pipe.srem(self._k.scopes, scope)
+                pipe.srem(self._k.namespace(scope_namespace(scope)), scope)
+            for scope in scopes:
+                pipe.exists(self._k.expiries(scope))
+            alive = (await pipe.execute())[2 * len(scopes) :]
+        back = [scope for scope, exists in zip(scopes, alive, strict=True) if exists]
+        if back:
+            async with self._r.pipeline(transaction=False) as pipe:
+                for scope in back:
+                    pipe.sadd(self._k.scopes, scope)
+                    pipe.sadd(self._k.namespace(scope_namespace(scope)), scope)
+                await pipe.execute()
 
     async def ping(self) -> None:
         await self._r.ping()
@@ -329,23 +417,25 @@ class RedisStore:
 
     # -- helpers ---------------------------------------------------------------------------
     async def _unlink_entries(self, scope: str, entry_ids: list[str]) -> int:
-        """Remove entries from the scope's sets and drop their payloads; returns how many
-        were still in the scope's sorted set (so concurrent sweeps do not double count)."""
+        """Remove entries from the scope's sets and drop their payloads and id pointers;
+        returns how many were still in the scope's sorted set (so concurrent sweeps do not
+        double count)."""
         removed = 0
         for chunk in _chunks(entry_ids):
             async with self._r.pipeline(transaction=False) as pipe:
                 for entry_id in chunk:
-                    pipe.zrem(self._z(scope), entry_id)
-                    pipe.execute_command("VREM", self._v(scope), entry_id)
-                pipe.unlink(*(self._e(i) for i in chunk))
+                    pipe.zrem(self._k.expiries(scope), entry_id)
+                    pipe.execute_command("VREM", self._k.vectors(scope), entry_id)
+                pipe.unlink(*(self._k.entry(scope, i) for i in chunk))
                 results = await pipe.execute()
+            await self._r.unlink(*(self._k.scope_of(i) for i in chunk))  # across slots
             removed += sum(int(r) for r in results[0:-1:2])
         return removed
 
     async def _scope_chunks(self) -> AsyncIterator[list[str]]:
         chunk: list[str] = []
         seen: set[str] = set()  # SSCAN may return an element twice
-        async for raw in self._r.sscan_iter(self._scopes, count=_CHUNK):
+        async for raw in self._r.sscan_iter(self._k.scopes, count=_CHUNK):
             scope = text(raw)
             if scope in seen:
                 continue

@@ -21,6 +21,7 @@ from gateway.cache import (
     build_cache,
 )
 from gateway.cache.entry import StoredEntry
+from gateway.cache.redis_keys import RedisKeys
 from gateway.cache.redis_store import cosine_to_score
 from tests.cache.helpers import answer, q_chat
 
@@ -61,7 +62,7 @@ async def test_vsim_scores_are_converted_cosines(
     await redis_cache.insert(q, answer("a"))
     probe = await embedder.embed("How can I reset my password?")
     cosine = float(probe @ await embedder.embed(RESET))
-    key = f"{redis_cache.config.key_prefix}:v:{q.scope}"
+    key = RedisKeys(redis_cache.config.key_prefix).vectors(q.scope)
     reply = await raw.execute_command(
         "VSIM", key, "FP32", probe.astype("<f4").tobytes(), "WITHSCORES"
     )
@@ -79,8 +80,9 @@ async def test_every_key_but_the_indexes_expires(
         q_chat(redis_cache, "How do I change my email?", control=faq), answer("b")
     )
     keys = sorted([k.decode() async for k in raw.scan_iter(match=f"{prefix}:*")])
-    kinds = sorted({k.split(":")[1] for k in keys})
-    assert kinds == ["e", "ns", "scopes", "v", "x", "z"]
+    # P:{scope}:KIND... for a scope's keys (one hash tag), P:KIND... for the others
+    kinds = sorted({k.split("}:")[1].split(":")[0] if "}:" in k else k.split(":")[1] for k in keys})
+    assert kinds == ["e", "id", "ns", "scopes", "v", "x", "z"]
     for key in keys:
         ttl = await raw.pttl(key)
         if key == f"{prefix}:scopes" or key.startswith(f"{prefix}:ns:"):

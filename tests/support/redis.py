@@ -19,7 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -47,8 +47,12 @@ def redis_server_binary() -> str:
 class RedisServer:
     """One redis-server process on a fixed loopback port, restartable."""
 
-    def __init__(self, *, port: int | None = None, url: str | None = None) -> None:
+    def __init__(
+        self, *, port: int | None = None, url: str | None = None, extra_args: Sequence[str] = ()
+    ) -> None:
+        """``extra_args``: more redis-server options (e.g. cluster mode)."""
         self.managed = url is None
+        self._extra_args = list(extra_args)
         self.port = port or _free_port()
         self.url = url or f"redis://127.0.0.1:{self.port}"
         self._dir = Path(tempfile.mkdtemp(prefix="test-redis-")) if self.managed else None
@@ -66,7 +70,7 @@ class RedisServer:
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self._dir)]
         args += ["--save", "", "--appendonly", "no", "--protected-mode", "yes"]
         args += ["--enable-debug-command", "local"]  # DEBUG SLEEP simulates a stalled Redis
-        args += ["--loglevel", "warning"]
+        args += ["--loglevel", "warning", *self._extra_args]
         self._proc = subprocess.Popen(
             [redis_server_binary(), *args],
             stdout=log,

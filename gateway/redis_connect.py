@@ -1,0 +1,106 @@
+"""Redis clients from the gateway's one Redis URL: a single server, or a Redis Cluster.
+
+- ``redis://host:port`` / ``rediss://`` (TLS): one server (or a proxy in front of several).
+- ``redis+cluster://host:port[,host:port...]`` / ``rediss+cluster://``: a Redis Cluster. The
+  hosts are seeds (give several: any one that answers is enough); the client learns the slot
+  map from them, sends each key to the master of its slot, and follows MOVED and failovers.
+
+A URL and not a separate flag, because every part that talks to Redis (cache store, limiter,
+shared flights, cluster stats, Responses state) is handed the URL: the scheme carries the mode
+to all of them, and ``GATEWAY_CACHE__REDIS_URL`` alone switches a deployment. Keys that must
+meet in one multi-key command or script share a hash tag (``{...}``) in every mode, so the code
+is the same on one server and on a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis.asyncio as redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import parse_url
+from redis.exceptions import RedisClusterException
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+# Every way a Redis call can fail: RedisClusterException (e.g. a slot no master serves while a
+# failover moves it) is not a RedisError.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    redis.RedisError,
+    RedisClusterException,
+    OSError,
+    TimeoutError,
+)
+
+RedisClient = redis.Redis | RedisCluster
+
+
+def scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def is_cluster(url: str | None) -> bool:
+    return scheme(url or "") in CLUSTER_SCHEMES
+
+
+def is_tls(url: str | None) -> bool:
+    return scheme(url or "") in ("rediss", "rediss+cluster")
+
+
+def cluster_seeds(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """(the URL as redis-py reads it, with the first seed only; every seed as (host, port))."""
+    kind, rest = url.split("://", 1)
+    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    netloc, tail = rest[:end], rest[end:]
+    userinfo, at, hosts = netloc.rpartition("@")
+    seeds: list[tuple[str, int]] = []
+    for host in filter(None, hosts.split(",")):
+        parsed = urlsplit(f"//{host}")
+        if not parsed.hostname:
+            raise ValueError(f"bad seed {host!r} in Redis Cluster URL")
+        seeds.append((parsed.hostname, parsed.port or 6379))
+    if not seeds:
+        raise ValueError("a redis+cluster:// URL needs at least one host:port")
+    first = f"{seeds[0][0]}:{seeds[0][1]}"
+    return f"{CLUSTER_SCHEMES[kind.lower()]}://{userinfo}{at}{first}{tail}", seeds
+
+
+def connect(
+    url: str,
+    *,
+    connect_timeout_s: float,
+    socket_timeout_s: float,
+    max_connections: int | None = None,
+    tls: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> RedisClient:
+    """A client for ``url`` (see the module docstring). ``max_connections`` is per server on a
+    cluster; ``options`` go to redis-py (e.g. ``retry``)."""
+    common: dict[str, Any] = {
+        "socket_connect_timeout": connect_timeout_s,
+        "socket_timeout": socket_timeout_s,
+        **(tls or {}),
+        **options,
+    }
+    if max_connections is not None:
+        common["max_connections"] = max_connections
+    if not is_cluster(url):
+        return redis.Redis.from_url(url, **common)
+    single, seeds = cluster_seeds(url)
+    kwargs: dict[str, Any] = dict(parse_url(single))
+    kwargs.pop("host", None)
+    kwargs.pop("port", None)
+    if kwargs.pop("connection_class", None) is not None:  # rediss: SSLConnection
+        kwargs["ssl"] = True
+    nodes = [ClusterNode(host, port) for host, port in seeds]
+    return RedisCluster(startup_nodes=nodes, **kwargs, **common)
+
+
+def node_of(client: RedisClient, key: str) -> Any:
+    """The cluster node that serves ``key`` now, for commands that must reach it and no other
+    (WAIT counts the replicas of the connection's own writes); None on a single server."""
+    if isinstance(client, RedisCluster):
+        return client.get_node_from_key(key)
+    return None
