@@ -9,21 +9,21 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis.asyncio as redis
-
 from gateway.config import Settings
+from gateway.redis_connect import RedisClient, connect
 
 
 @asynccontextmanager
-async def shared_redis(settings: Settings) -> AsyncIterator[redis.Redis]:
+async def shared_redis(settings: Settings) -> AsyncIterator[RedisClient]:
+    """A single server's client or a Redis Cluster's (redis+cluster://), see redis_connect."""
     cache = settings.cache
     assert cache.redis_url, "shared_redis needs cache.redis_url"
-    client = redis.Redis.from_url(
+    client = connect(
         cache.redis_url,
-        socket_connect_timeout=cache.redis_connect_timeout_s,
-        socket_timeout=cache.redis_socket_timeout_s,
+        connect_timeout_s=cache.redis_connect_timeout_s,
+        socket_timeout_s=cache.redis_socket_timeout_s,
         max_connections=cache.redis_max_connections,
-        **cache.redis_tls_options(),
+        tls=cache.redis_tls_options(),
     )
     try:
         yield client

@@ -25,10 +25,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-import redis.asyncio as redis
 from pydantic import BaseModel, Field
 
 from gateway.errors import GatewayError
+from gateway.redis_connect import REDIS_ERRORS, connect
 
 T = TypeVar("T")
 
@@ -139,9 +139,7 @@ class RedisResponseStore:
         tls: Mapping[str, Any] | None = None,
     ) -> None:
         self._cfg = config or ResponsesConfig()
-        self._r = redis.Redis.from_url(
-            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, **(tls or {})
-        )
+        self._r = connect(url, connect_timeout_s=timeout_s, socket_timeout_s=timeout_s, tls=tls)
         self._prefix = prefix
         self._timeout_s = timeout_s
 
@@ -153,7 +151,7 @@ class RedisResponseStore:
         try:
             async with asyncio.timeout(self._timeout_s):
                 return await call
-        except (redis.RedisError, OSError, TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             raise ResponseStoreUnavailable(f"The store of responses failed: {exc!r}") from exc
 
     async def put(self, tenant: str, stored: StoredResponse) -> None:

@@ -21,16 +21,15 @@ from collections import Counter
 from types import TracebackType
 from typing import Any, Self
 
-import redis.asyncio as redis
-
 from gateway.background import stop_task
 from gateway.cache.stats import CacheCounters
+from gateway.redis_connect import REDIS_ERRORS, RedisClient
 
 log = logging.getLogger(__name__)
 
 GUARD = "guard:"  # field prefix of the guard refusals, by reason
 ALIVE_S = 30.0  # a replica that flushed within this long counts as reporting
-_REDIS_ERRORS = (redis.RedisError, OSError, TimeoutError)
+_REDIS_ERRORS = REDIS_ERRORS
 _NUMBERS = [f.name for f in dataclasses.fields(CacheCounters) if f.type in (int, "int")]
 
 
@@ -39,7 +38,7 @@ class ClusterStats:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         counters: CacheCounters,
         *,
         prefix: str = "semcache",

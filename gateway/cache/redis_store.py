@@ -381,7 +381,7 @@ class RedisStore:
             async with self._r.pipeline(transaction=False) as pipe:
                 for scope in chunk:
                     pipe.zrangebyscore(self._k.expiries(scope), "-inf", now)
-                    pipe.exists(self._k.expiries(scope))
+                    pipe.execute_command("EXISTS", self._k.expiries(scope))
                 answers = await pipe.execute()
             gone: list[str] = []
             for scope, ids, exists in zip(chunk, answers[::2], answers[1::2], strict=True):
@@ -399,7 +399,7 @@ class RedisStore:
                 pipe.srem(self._k.scopes, scope)
                 pipe.srem(self._k.namespace(scope_namespace(scope)), scope)
             for scope in scopes:
-                pipe.exists(self._k.expiries(scope))
+                pipe.execute_command("EXISTS", self._k.expiries(scope))
             alive = (await pipe.execute())[2 * len(scopes) :]
         back = [scope for scope, exists in zip(scopes, alive, strict=True) if exists]
         if back:
@@ -426,7 +426,7 @@ class RedisStore:
                 for entry_id in chunk:
                     pipe.zrem(self._k.expiries(scope), entry_id)
                     pipe.execute_command("VREM", self._k.vectors(scope), entry_id)
-                pipe.unlink(*(self._k.entry(scope, i) for i in chunk))
+                pipe.execute_command("UNLINK", *(self._k.entry(scope, i) for i in chunk))
                 results = await pipe.execute()
             await self._r.unlink(*(self._k.scope_of(i) for i in chunk))  # across slots
             removed += sum(int(r) for r in results[0:-1:2])

@@ -5,7 +5,8 @@ nothing and says how long to wait; ``settle`` may leave the token bucket in debt
 operation is ONE Lua script run atomically by Redis (EVALSHA through ``register_script``), so
 concurrent requests on any number of replicas never race. The clock is Redis's (``TIME``), so
 replicas with skewed clocks agree. A key's buckets are one hash, ``<prefix>:rl:<key id>``, that
-expires once both buckets would be full again (an absent hash is a full bucket).
+expires once both buckets would be full again (an absent hash is a full bucket). One key per
+script: on a Redis Cluster (redis+cluster://) the keys spread over the masters.
 
 Redis trouble never fails a request: when Redis errs or does not answer within
 ``redis_timeout_s``, this replica enforces its share of each limit in-process (limit / replicas,
@@ -23,8 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import redis.asyncio as redis
-
+from gateway.redis_connect import REDIS_ERRORS, connect
 from gateway.routing.config import KeyLimit, RateLimitConfig
 from gateway.routing.ratelimit import (
     Limiter,
@@ -129,9 +129,7 @@ class SharedLimiter:
     ) -> None:
         self._cfg = config or RateLimitConfig()
         timeout = self._cfg.redis_timeout_s
-        self._r = redis.Redis.from_url(
-            url, socket_connect_timeout=timeout, socket_timeout=timeout, **(tls or {})
-        )
+        self._r = connect(url, connect_timeout_s=timeout, socket_timeout_s=timeout, tls=tls)
         self._acquire = self._r.register_script(ACQUIRE)
         self._settle = self._r.register_script(SETTLE)
         self._prefix = prefix
@@ -175,7 +173,7 @@ class SharedLimiter:
         try:
             async with asyncio.timeout(self._cfg.redis_timeout_s):
                 answer = await script(keys=[self._key(api_key)], args=args)
-        except (redis.RedisError, OSError, TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             self._failed(exc)
             return None
         if self._degraded:

@@ -38,8 +38,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-import redis.asyncio as redis
-
+from gateway.redis_connect import REDIS_ERRORS, RedisClient
 from gateway.routing.coalesce import Producer
 from gateway.routing.config import SharedFlightConfig
 
@@ -49,7 +48,7 @@ T = TypeVar("T")
 
 REMOTE = "shared_follower"  # meta flag: this flight replayed another replica's answer
 WARN_EVERY_S = 10.0
-_REDIS_ERRORS = (redis.RedisError, OSError, TimeoutError)
+_REDIS_ERRORS = REDIS_ERRORS
 
 # KEYS: lease, answer. ARGV: token, lease ms, '1' to accept an answer not marked reusable.
 # Returns {'answer', payload} | {'lead'} | {'wait', lease pttl ms}.
@@ -96,7 +95,7 @@ class SharedFlights:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         config: SharedFlightConfig | None = None,
         *,
         prefix: str = "semcache",
