@@ -30,14 +30,14 @@ from gateway.cache.factory import build_cache
 from gateway.config import Settings
 from gateway.observability import Metrics
 from gateway.redis_client import shared_redis
-from gateway.responses_state import build_response_store
+from gateway.responses_state import RedisResponseStore, build_response_store
 from gateway.routing.admission import Admission
 from gateway.routing.backends import BackendPool
 from gateway.routing.budget import TokenBudget
 from gateway.routing.config import KeyLimit, RateLimitConfig
 from gateway.routing.discovery import PublishedEngines
 from gateway.routing.dns_discovery import DnsEngines, build_resolver, is_dns
-from gateway.routing.redis_limits import build_limiter
+from gateway.routing.redis_limits import SharedLimiter, build_limiter
 from gateway.routing.shared_flight import SharedFlights
 from gateway.routing.upstream import Upstream
 from gateway.speculation import Speculation, SpeculationCollector
@@ -85,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 tls=settings.cache.redis_tls_options(),
             )
             stack.push_async_callback(responses_store.close)
+            if isinstance(responses_store, RedisResponseStore):
+                await responses_store.ready()
             limiter = build_limiter(
                 _rate_limits(settings),
                 settings.cache.redis_url,  # the gateway's Redis: limits shared by replicas
@@ -92,6 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 tls=settings.cache.redis_tls_options(),
             )
             stack.push_async_callback(limiter.aclose)
+            if isinstance(limiter, SharedLimiter):
+                await limiter.ready()
             budget = TokenBudget(settings.routing.budget, pool, client)
             await budget.warm_up(sorted({m for b in settings.backends for m in b.models}))
             upstream = Upstream(pool, client, settings.timeouts, settings.routing)

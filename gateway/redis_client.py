@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from gateway.config import Settings
-from gateway.redis_connect import RedisClient, connect
+from gateway.redis_connect import RedisClient, connect, ready
 
 
 @asynccontextmanager
@@ -25,6 +25,7 @@ async def shared_redis(settings: Settings) -> AsyncIterator[RedisClient]:
         max_connections=cache.redis_max_connections,
         tls=cache.redis_tls_options(),
     )
+    await ready(client)
     try:
         yield client
     finally:

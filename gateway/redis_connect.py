@@ -14,6 +14,7 @@ is the same on one server and on a cluster.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -104,3 +105,13 @@ def node_of(client: RedisClient, key: str) -> Any:
     if isinstance(client, RedisCluster):
         return client.get_node_from_key(key)
     return None
+
+
+async def ready(client: RedisClient) -> None:
+    """Learn a cluster's slot map now, before the request path's concurrent calls: redis-py
+    8.1 was seen to break a connection mid-connect (an AttributeError, not a RedisError) when
+    many calls raced a cold cluster client. A cluster that cannot be reached yet is no error
+    here: the client then learns the map on its first call."""
+    if isinstance(client, RedisCluster):
+        with contextlib.suppress(*REDIS_ERRORS):
+            await client.initialize()

@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel, Field
 
 from gateway.errors import GatewayError
-from gateway.redis_connect import REDIS_ERRORS, connect
+from gateway.redis_connect import REDIS_ERRORS, connect, ready
 
 T = TypeVar("T")
 
@@ -172,6 +172,9 @@ class RedisResponseStore:
 
     async def delete(self, tenant: str, response_id: str) -> bool:
         return bool(await self._call(self._r.delete(self._key(tenant, response_id))))
+
+    async def ready(self) -> None:
+        await ready(self._r)
 
     async def close(self) -> None:
         await self._r.aclose()

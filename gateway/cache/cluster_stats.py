@@ -23,13 +23,15 @@ from typing import Any, Self
 
 from gateway.background import stop_task
 from gateway.cache.stats import CacheCounters
-from gateway.redis_connect import REDIS_ERRORS, RedisClient
+from gateway.redis_connect import RedisClient
 
 log = logging.getLogger(__name__)
 
 GUARD = "guard:"  # field prefix of the guard refusals, by reason
 ALIVE_S = 30.0  # a replica that flushed within this long counts as reporting
-_REDIS_ERRORS = REDIS_ERRORS
+# Any failure of a Redis call is Redis trouble, never the request's: besides REDIS_ERRORS, redis-py
+# 8.1's cluster client was seen raising AttributeError from a connection it broke itself.
+_REDIS_ERRORS: tuple[type[BaseException], ...] = (Exception,)
 _NUMBERS = [f.name for f in dataclasses.fields(CacheCounters) if f.type in (int, "int")]
 
 

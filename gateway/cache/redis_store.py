@@ -44,7 +44,7 @@ from gateway.cache.redis_scripts import (
     text,
 )
 from gateway.cache.store import StoreRejected
-from gateway.redis_connect import RedisClient, connect, is_cluster, node_of
+from gateway.redis_connect import RedisClient, connect, is_cluster, node_of, ready
 
 Q8_MARGIN = 0.03  # cosine slack for Q8 quantization when pre-filtering candidates in Redis
 _CHUNK = 500
@@ -408,6 +408,9 @@ class RedisStore:
                     pipe.sadd(self._k.scopes, scope)
                     pipe.sadd(self._k.namespace(scope_namespace(scope)), scope)
                 await pipe.execute()
+
+    async def ready(self) -> None:
+        await ready(self._r)
 
     async def ping(self) -> None:
         await self._r.ping()

@@ -88,6 +88,9 @@ class SemanticCache:
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         await self.embedder.start()
+        ready = getattr(self.store, "ready", None)  # a Redis Cluster learns its slot map
+        if ready is not None:
+            await ready()
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="cache-sweeper")
 

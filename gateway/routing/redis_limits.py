@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.redis_connect import REDIS_ERRORS, connect
+from gateway.redis_connect import connect, ready
 from gateway.routing.config import KeyLimit, RateLimitConfig
 from gateway.routing.ratelimit import (
     Limiter,
@@ -163,6 +163,9 @@ class SharedLimiter:
         if await self._run(self._settle, api_key, [cap, estimated - actual]) is None:
             self.fallback.settle(api_key, estimated, actual)
 
+    async def ready(self) -> None:
+        await ready(self._r)
+
     async def aclose(self) -> None:
         await self._r.aclose()
 
@@ -173,7 +176,7 @@ class SharedLimiter:
         try:
             async with asyncio.timeout(self._cfg.redis_timeout_s):
                 answer = await script(keys=[self._key(api_key)], args=args)
-        except REDIS_ERRORS as exc:
+        except Exception as exc:  # Redis trouble, or a client bug seen as one: never a failure
             self._failed(exc)
             return None
         if self._degraded:

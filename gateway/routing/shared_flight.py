@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from gateway.redis_connect import REDIS_ERRORS, RedisClient
+from gateway.redis_connect import RedisClient
 from gateway.routing.coalesce import Producer
 from gateway.routing.config import SharedFlightConfig
 
@@ -48,7 +48,9 @@ T = TypeVar("T")
 
 REMOTE = "shared_follower"  # meta flag: this flight replayed another replica's answer
 WARN_EVERY_S = 10.0
-_REDIS_ERRORS = REDIS_ERRORS
+# Any failure of a Redis call is Redis trouble, never the request's: besides REDIS_ERRORS, redis-py
+# 8.1's cluster client was seen raising AttributeError from a connection it broke itself.
+_REDIS_ERRORS: tuple[type[BaseException], ...] = (Exception,)
 
 # KEYS: lease, answer. ARGV: token, lease ms, '1' to accept an answer not marked reusable.
 # Returns {'answer', payload} | {'lead'} | {'wait', lease pttl ms}.
