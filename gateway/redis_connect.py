@@ -99,14 +99,6 @@ def connect(
     return RedisCluster(startup_nodes=nodes, **kwargs, **common)
 
 
-def node_of(client: RedisClient, key: str) -> Any:
-    """The cluster node that serves ``key`` now, for commands that must reach it and no other
-    (WAIT counts the replicas of the connection's own writes); None on a single server."""
-    if isinstance(client, RedisCluster):
-        return client.get_node_from_key(key)
-    return None
-
-
 async def ready(client: RedisClient) -> None:
     """Learn a cluster's slot map now, before the request path's concurrent calls: redis-py
     8.1 was seen to break a connection mid-connect (an AttributeError, not a RedisError) when

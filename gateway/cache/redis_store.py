@@ -33,6 +33,7 @@ from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
 from gateway.cache.entry import Neighbour, StoredEntry, scope_namespace
+from gateway.cache.redis_ack import acknowledged, serving_node
 from gateway.cache.redis_keys import RedisKeys
 from gateway.cache.redis_scripts import (
     DEL_IF_EQUAL,
@@ -44,7 +45,7 @@ from gateway.cache.redis_scripts import (
     text,
 )
 from gateway.cache.store import StoreRejected
-from gateway.redis_connect import RedisClient, connect, is_cluster, node_of, ready
+from gateway.redis_connect import RedisClient, connect, is_cluster, ready
 
 Q8_MARGIN = 0.03  # cosine slack for Q8 quantization when pre-filtering candidates in Redis
 _CHUNK = 500
@@ -114,18 +115,17 @@ class RedisStore:
     # -- protocol --------------------------------------------------------------------------
     async def add(self, entry: StoredEntry, vector: np.ndarray | None) -> None:
         """One MULTI on the scope's slot, then (one round trip, possibly several masters) the
-        id pointer, the scope indexes and, with ``wait_replicas``, the replication barrier."""
+        id pointer and the scope indexes, then with ``wait_replicas`` the replication barrier."""
+        node = serving_node(self._r, self._k.ack(entry.scope)) if self._wait_replicas else None
         async with self._r.pipeline(transaction=True) as pipe:
             self._queue_add(pipe, entry, vector)
             with answered_no():
                 results = await pipe.execute()
-        node = node_of(self._r, self._k.ack(entry.scope))
         async with self._r.pipeline(transaction=False) as pipe:
             self._queue_index(pipe, entry.scope, [entry])
-            self._queue_wait(pipe, entry.scope, node)
             with answered_no():
-                acked = await pipe.execute()
-        self._check_acked(acked, entry.scope)
+                await pipe.execute()
+        await self._barrier(entry.scope, node)
         previous = results[0]
         if previous is not None and text(previous) != entry.entry_id:
             await self._unlink_entries(entry.scope, [text(previous)])
@@ -164,11 +164,8 @@ class RedisStore:
             scopes.update(latest)
         for scope in scopes:
             await self._trim_scope(scope)
-        if self._wait_replicas:  # one barrier per scope: its last write covers the earlier ones
-            for scope in scopes:
-                async with self._r.pipeline(transaction=False) as pipe:
-                    self._queue_wait(pipe, scope, node_of(self._r, self._k.ack(scope)))
-                    self._check_acked(await pipe.execute(), scope)
+        for scope in scopes:  # one barrier per scope: it covers all the scope's earlier writes
+            await self._barrier(scope, serving_node(self._r, self._k.ack(scope)))
 
     def _queue_add(
         self, pipe: Any, entry: StoredEntry, vector: np.ndarray | None, *, scope_keys: bool = True
@@ -208,26 +205,16 @@ class RedisStore:
         pipe.sadd(self._k.scopes, scope)
         pipe.sadd(self._k.namespace(scope_namespace(scope)), scope)
 
-    def _queue_wait(self, pipe: Any, scope: str, node: Any) -> None:
-        """The replication barrier: a write on the scope's master, then WAIT on the same
-        connection (WAIT counts the replicas that have this connection's last write, and
-        replication keeps order, so they have every earlier write of the scope too). On a
-        cluster both are pinned to the master the scope's writes went to: if another master
-        took the slot meanwhile they fail rather than acknowledge writes it may not have."""
+    async def _barrier(self, scope: str, node: Any) -> None:
+        """With ``wait_replicas``: returns once that many replicas have the scope's writes,
+        else raises (see redis_ack)."""
         if not self._wait_replicas:
             return
-        pin = {} if node is None else {"target_nodes": node}
-        pipe.execute_command("SET", self._k.ack(scope), "1", "PX", "60000", **pin)
-        pipe.execute_command("WAIT", self._wait_replicas, self._wait_timeout_ms, **pin)
-
-    def _check_acked(self, results: list[Any], scope: str) -> None:
-        if not self._wait_replicas:
-            return
-        if isinstance(results[-1], Exception):
-            raise results[-1]
-        if int(results[-1]) < self._wait_replicas:
+        key = self._k.ack(scope)
+        got = await acknowledged(self._r, key, node, self._wait_replicas, self._wait_timeout_ms)
+        if got < self._wait_replicas:
             raise StoreRejected(
-                f"scope {scope}: {results[-1]} of {self._wait_replicas} replicas acknowledged "
+                f"scope {scope}: {got} of {self._wait_replicas} replicas acknowledged "
                 f"within {self._wait_timeout_ms} ms"
             )
 

@@ -102,6 +102,22 @@ class RedisServer:
     def stop(self) -> None:
         self._signal(signal.SIGTERM)
 
+    def pause(self) -> None:
+        """Freeze it (SIGSTOP): it neither answers nor replicates until resume()."""
+        if self._proc is None:
+            return
+        self._proc.send_signal(signal.SIGSTOP)
+        stat = Path(f"/proc/{self._proc.pid}/stat")
+        deadline = time.monotonic() + 5
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "T":  # the signal is async
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not stop")
+            time.sleep(0.01)
+
+    def resume(self) -> None:
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
+
     def _signal(self, sig: signal.Signals) -> None:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
