@@ -2,7 +2,7 @@
 
 Each replica keeps counting in-process (CacheCounters, no Redis call on the request path) and
 every ``flush_s`` adds what it counted since its last flush to one Redis hash with HINCRBY, in
-one MULTI transaction that also stamps the replica as alive. Readers (admin stats, dashboard)
+one Lua script that also stamps the replica as alive. Readers (admin stats, dashboard)
 flush first and read the hash: the totals of the cluster, which outlive the replicas that
 counted them. A flush that fails is retried with the next one (its deltas are kept); a flush
 that timed out but landed is counted twice, never lost. Keys share the hash tag
@@ -26,6 +26,15 @@ from gateway.cache.stats import CacheCounters
 from gateway.redis_connect import RedisClient
 
 log = logging.getLogger(__name__)
+
+# KEYS: the counters' hash, the replicas' hash. ARGV: replica id, now, then field/delta pairs.
+# A script, not MULTI: redis-py 8.1's asyncio cluster client blocks the event loop on every
+# command queued in a MULTI pipeline.
+ADD = """
+for i = 3, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
 
 GUARD = "guard:"  # field prefix of the guard refusals, by reason
 ALIVE_S = 30.0  # a replica that flushed within this long counts as reporting
@@ -56,6 +65,7 @@ class ClusterStats:
         self._timeout_s = timeout_s
         self._pushed: dict[str, int] = {}
         self._lock = asyncio.Lock()
+        self._add = client.register_script(ADD)
         self._task: asyncio.Task[None] | None = None
         self.failures = 0
 
@@ -72,12 +82,11 @@ class ClusterStats:
             deltas = {k: v - self._pushed.get(k, 0) for k, v in now.items()}
             try:
                 async with asyncio.timeout(self._timeout_s):
-                    async with self._r.pipeline(transaction=True) as pipe:
-                        for field, delta in deltas.items():
-                            if delta:
-                                pipe.hincrby(self._key, field, delta)
-                        pipe.hset(self._replicas, self.replica, str(time.time()))
-                        await pipe.execute()
+                    changed = [x for f, d in deltas.items() if d for x in (f, d)]
+                    await self._add(
+                        keys=[self._key, self._replicas],
+                        args=[self.replica, repr(time.time()), *changed],
+                    )
             except _REDIS_ERRORS as exc:
                 self.failures += 1
                 log.debug("cluster cache stats not flushed: %r", exc)

@@ -18,6 +18,28 @@ from redis.exceptions import (
 from gateway.cache.entry import StoredEntry
 from gateway.cache.store import StoreRejected
 
+# One entry's writes, atomic on its scope's slot (a script, not MULTI: redis-py 8.1's asyncio
+# cluster client runs each command queued in a MULTI pipeline in a thread of its own and joins
+# it, blocking the event loop ~2 ms per command). KEYS: exact key, payload hash, vector set,
+# sorted set. ARGV: entry id, expiry (unix ms), entry JSON, float32 vector ('' for none),
+# expiry (unix s, the sorted set's score). Returns the exact key's previous entry id, or nil.
+# The scope's two sets live at least as long as their longest-lived entry.
+ADD = """
+local previous = redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2], 'GET')
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[2], 'e', ARGV[3], 'v', ARGV[4])
+  redis.call('VADD', KEYS[3], 'FP32', ARGV[4], ARGV[1], 'Q8')
+else
+  redis.call('HSET', KEYS[2], 'e', ARGV[3])
+end
+redis.call('PEXPIREAT', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
+for i = 3, 4 do
+  redis.call('PEXPIREAT', KEYS[i], ARGV[2], 'NX')
+  redis.call('PEXPIREAT', KEYS[i], ARGV[2], 'GT')
+end
+return previous
+"""
 # Remove an exact-key pointer only if it still points at the given entry.
 DEL_IF_EQUAL = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end

@@ -36,6 +36,7 @@ from gateway.cache.entry import Neighbour, StoredEntry, scope_namespace
 from gateway.cache.redis_ack import acknowledged, serving_node
 from gateway.cache.redis_keys import RedisKeys
 from gateway.cache.redis_scripts import (
+    ADD,
     DEL_IF_EQUAL,
     RAISE_MIN,
     TRIM,
@@ -108,25 +109,39 @@ class RedisStore:
         self._clock = clock
         self._wait_replicas = wait_replicas
         self._wait_timeout_ms = wait_timeout_ms
+        self._add = self._r.register_script(ADD)
         self._del_if_equal = self._r.register_script(DEL_IF_EQUAL)
         self._trim = self._r.register_script(TRIM)
         self._raise_min = self._r.register_script(RAISE_MIN)
 
     # -- protocol --------------------------------------------------------------------------
     async def add(self, entry: StoredEntry, vector: np.ndarray | None) -> None:
-        """One MULTI on the scope's slot, then (one round trip, possibly several masters) the
-        id pointer and the scope indexes, then with ``wait_replicas`` the replication barrier."""
-        node = serving_node(self._r, self._k.ack(entry.scope)) if self._wait_replicas else None
-        async with self._r.pipeline(transaction=True) as pipe:
-            self._queue_add(pipe, entry, vector)
-            with answered_no():
-                results = await pipe.execute()
+        """One script on the scope's slot (redis_scripts.ADD), then (one round trip, possibly
+        several masters) the id pointer and the scope indexes, then with ``wait_replicas`` the
+        replication barrier."""
+        scope, entry_id = entry.scope, entry.entry_id
+        node = serving_node(self._r, self._k.ack(scope)) if self._wait_replicas else None
+        keys = [
+            self._k.exact(scope, entry.exact_key),
+            self._k.entry(scope, entry_id),
+            self._k.vectors(scope),
+            self._k.expiries(scope),
+        ]
+        blob = b"" if vector is None else _blob(vector)
+        args: list[EncodableT] = [
+            entry_id,
+            int(entry.expires_at * 1000),
+            entry.to_json(),
+            blob,
+            repr(entry.expires_at),
+        ]
+        with answered_no():
+            previous = await self._add(keys=keys, args=args)
         async with self._r.pipeline(transaction=False) as pipe:
             self._queue_index(pipe, entry.scope, [entry])
             with answered_no():
                 await pipe.execute()
         await self._barrier(entry.scope, node)
-        previous = results[0]
         if previous is not None and text(previous) != entry.entry_id:
             await self._unlink_entries(entry.scope, [text(previous)])
         await self._trim_scope(entry.scope)
@@ -145,7 +160,7 @@ class RedisStore:
                 queued = 0
                 for entry, vector in chunk:
                     positions.append(queued)
-                    queued += self._queue_add(pipe, entry, vector, scope_keys=False)
+                    queued += self._queue_add(pipe, entry, vector)
                     latest[entry.scope] = max(latest.get(entry.scope, 0.0), entry.expires_at)
                 for scope, expires_at in latest.items():
                     self._queue_scope_keys(pipe, scope, int(expires_at * 1000))
@@ -167,12 +182,9 @@ class RedisStore:
         for scope in scopes:  # one barrier per scope: it covers all the scope's earlier writes
             await self._barrier(scope, serving_node(self._r, self._k.ack(scope)))
 
-    def _queue_add(
-        self, pipe: Any, entry: StoredEntry, vector: np.ndarray | None, *, scope_keys: bool = True
-    ) -> int:
+    def _queue_add(self, pipe: Any, entry: StoredEntry, vector: np.ndarray | None) -> int:
         """Queue one entry's writes on its scope's slot (the exact-key SET, whose reply is the
-        previous entry id, first) and, with ``scope_keys``, its scope's TTLs; returns how many
-        commands were queued."""
+        previous entry id, first); returns how many commands were queued."""
         scope, entry_id = entry.scope, entry.entry_id
         expires_ms = int(entry.expires_at * 1000)
         payload: dict[FieldT, EncodableT] = {"e": entry.to_json()}
@@ -186,9 +198,7 @@ class RedisStore:
                 "VADD", self._k.vectors(scope), "FP32", payload["v"], entry_id, "Q8"
             )
         pipe.zadd(self._k.expiries(scope), {entry_id: entry.expires_at})
-        if scope_keys:
-            self._queue_scope_keys(pipe, scope, expires_ms)
-        return (5 if vector is not None else 4) + (4 if scope_keys else 0)
+        return 5 if vector is not None else 4
 
     def _queue_scope_keys(self, pipe: Any, scope: str, expires_ms: int) -> None:
         """The scope's sets live at least as long as its longest-lived entry."""
