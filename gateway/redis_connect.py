@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 import redis.asyncio as redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -97,6 +99,38 @@ def connect(
         kwargs["ssl"] = True
     nodes = [ClusterNode(host, port) for host, port in seeds]
     return RedisCluster(startup_nodes=nodes, **kwargs, **common)
+
+
+def pooled_client(
+    url: str,
+    connect_timeout_s: float,
+    socket_timeout_s: float,
+    max_connections: int,
+    tls: Mapping[str, Any] | None = None,
+) -> RedisClient:
+    """The cache store's client: at most ``max_connections`` per server, one quick retry (a
+    pooled socket may predate a restart; past it the request bypasses). On one server a call
+    waits up to ``connect_timeout_s`` for a free connection; on a cluster it fails at once."""
+    retry = Retry(NoBackoff(), 1)
+    if is_cluster(url):
+        return connect(
+            url,
+            connect_timeout_s=connect_timeout_s,
+            socket_timeout_s=socket_timeout_s,
+            max_connections=max_connections,
+            tls=tls,
+            retry=retry,
+        )
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        **(tls or {}),
+        max_connections=max_connections,
+        timeout=connect_timeout_s,
+        socket_connect_timeout=connect_timeout_s,
+        socket_timeout=socket_timeout_s,
+        retry=retry,
+    )
+    return redis.Redis.from_pool(pool)
 
 
 async def ready(client: RedisClient) -> None:

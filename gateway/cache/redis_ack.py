@@ -17,6 +17,7 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 
+from gateway.cache.store import StoreRejected
 from gateway.redis_connect import RedisClient
 
 
@@ -27,8 +28,21 @@ def serving_node(client: RedisClient, key: str) -> Any:
     return None
 
 
+async def require_replicas(
+    client: RedisClient, key: str, node: Any, replicas: int, timeout_ms: int
+) -> None:
+    """Returns once ``replicas`` replicas have every write to ``key``'s slot; raises
+    StoreRejected when fewer did within ``timeout_ms`` or the slot moved meanwhile."""
+    try:
+        got = await acknowledged(client, key, node, replicas, timeout_ms)
+    except ReplicaLag as exc:
+        raise StoreRejected(str(exc)) from exc
+    if got < replicas:
+        raise StoreRejected(f"{key}: {got} of {replicas} replicas acknowledged in {timeout_ms} ms")
+
+
 class ReplicaLag(Exception):
-    """Fewer replicas than asked for have the write (or its master changed meanwhile)."""
+    """The slot moved to another master between the writes and the barrier."""
 
 
 async def acknowledged(

@@ -22,18 +22,16 @@ survives its master's crash as long as one of those replicas takes over.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
-import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
-from gateway.cache.entry import Neighbour, StoredEntry, scope_namespace
-from gateway.cache.redis_ack import acknowledged, serving_node
+from gateway.cache.entry import Neighbour, StoredEntry
+from gateway.cache.redis_ack import require_replicas, serving_node
+from gateway.cache.redis_index import CHUNK, ScopeIndex
 from gateway.cache.redis_keys import RedisKeys
 from gateway.cache.redis_scripts import (
     ADD,
@@ -46,10 +44,10 @@ from gateway.cache.redis_scripts import (
     text,
 )
 from gateway.cache.store import StoreRejected
-from gateway.redis_connect import RedisClient, connect, is_cluster, ready
+from gateway.redis_connect import pooled_client, ready
 
 Q8_MARGIN = 0.03  # cosine slack for Q8 quantization when pre-filtering candidates in Redis
-_CHUNK = 500
+_CHUNK = CHUNK
 
 
 def cosine_to_score(cosine: float) -> float:
@@ -82,29 +80,9 @@ class RedisStore:
     ) -> None:
         """``tls``: redis-py ``ssl_*`` options for rediss:// (CacheConfig.redis_tls_options).
         ``url``: redis:// or redis+cluster:// (gateway.redis_connect)."""
-        if is_cluster(url):  # one quick retry; past it the request bypasses, MOVED is followed
-            self._r: RedisClient = connect(
-                url,
-                connect_timeout_s=connect_timeout_s,
-                socket_timeout_s=socket_timeout_s,
-                max_connections=max_connections,
-                tls=tls,
-                retry=Retry(NoBackoff(), 1),
-            )
-        else:
-            pool = redis.BlockingConnectionPool.from_url(
-                url,
-                **(tls or {}),
-                max_connections=max_connections,
-                timeout=connect_timeout_s,
-                socket_connect_timeout=connect_timeout_s,
-                socket_timeout=socket_timeout_s,
-                retry=Retry(
-                    NoBackoff(), 1
-                ),  # one quick retry: a pooled socket may predate a restart
-            )
-            self._r = redis.Redis.from_pool(pool)
+        self._r = pooled_client(url, connect_timeout_s, socket_timeout_s, max_connections, tls)
         self._k = RedisKeys(prefix)
+        self._index = ScopeIndex(self._r, self._k)
         self._max_per_scope = max_entries_per_scope
         self._clock = clock
         self._wait_replicas = wait_replicas
@@ -138,7 +116,7 @@ class RedisStore:
         with answered_no():
             previous = await self._add(keys=keys, args=args)
         async with self._r.pipeline(transaction=False) as pipe:
-            self._queue_index(pipe, entry.scope, [entry])
+            self._index.queue(pipe, entry.scope, [entry])
             with answered_no():
                 await pipe.execute()
         await self._barrier(entry.scope, node)
@@ -164,7 +142,7 @@ class RedisStore:
                     latest[entry.scope] = max(latest.get(entry.scope, 0.0), entry.expires_at)
                 for scope, expires_at in latest.items():
                     self._queue_scope_keys(pipe, scope, int(expires_at * 1000))
-                    self._queue_index(pipe, scope, [e for e, _ in chunk if e.scope == scope])
+                    self._index.queue(pipe, scope, [e for e, _ in chunk if e.scope == scope])
                 with answered_no():
                     results = await pipe.execute(raise_on_error=False)
             for result in results:
@@ -206,27 +184,11 @@ class RedisStore:
             pipe.pexpireat(key, expires_ms, nx=True)
             pipe.pexpireat(key, expires_ms, gt=True)
 
-    def _queue_index(self, pipe: Any, scope: str, entries: Sequence[StoredEntry]) -> None:
-        """Outside the scope's slot, after its writes (see sweep): the entries' id pointers
-        and the scope's place in the indexes."""
-        for entry in entries:
-            pointer = self._k.scope_of(entry.entry_id)
-            pipe.set(pointer, scope, pxat=int(entry.expires_at * 1000))
-        pipe.sadd(self._k.scopes, scope)
-        pipe.sadd(self._k.namespace(scope_namespace(scope)), scope)
-
     async def _barrier(self, scope: str, node: Any) -> None:
-        """With ``wait_replicas``: returns once that many replicas have the scope's writes,
-        else raises (see redis_ack)."""
-        if not self._wait_replicas:
-            return
-        key = self._k.ack(scope)
-        got = await acknowledged(self._r, key, node, self._wait_replicas, self._wait_timeout_ms)
-        if got < self._wait_replicas:
-            raise StoreRejected(
-                f"scope {scope}: {got} of {self._wait_replicas} replicas acknowledged "
-                f"within {self._wait_timeout_ms} ms"
-            )
+        """With ``wait_replicas``: returns once that many replicas have the scope's writes."""
+        if self._wait_replicas:
+            key = self._k.ack(scope)
+            await require_replicas(self._r, key, node, self._wait_replicas, self._wait_timeout_ms)
 
     async def _trim_scope(self, scope: str) -> None:
         popped = await self._trim(keys=[self._k.expiries(scope)], args=[self._max_per_scope])
@@ -283,12 +245,8 @@ class RedisStore:
         found.sort(key=lambda neighbour: neighbour.similarity, reverse=True)
         return found
 
-    async def _scope_of(self, entry_id: str) -> str | None:
-        scope = await self._r.get(self._k.scope_of(entry_id))
-        return None if scope is None else text(scope)
-
     async def get(self, entry_id: str) -> StoredEntry | None:
-        scope = await self._scope_of(entry_id)
+        scope = await self._index.scope_of(entry_id)
         if scope is None:
             return None
         raw, learned = await self._r.hmget(self._k.entry(scope, entry_id), ["e", "m"])
@@ -299,14 +257,14 @@ class RedisStore:
 
     async def raise_min_similarity(self, entry_id: str, value: float) -> bool:
         with answered_no():
-            scope = await self._scope_of(entry_id)
+            scope = await self._index.scope_of(entry_id)
             if scope is None:
                 return False
             key = self._k.entry(scope, entry_id)
             return bool(await self._raise_min(keys=[key], args=[repr(value)]))
 
     async def delete(self, entry_id: str) -> bool:
-        scope = await self._scope_of(entry_id)
+        scope = await self._index.scope_of(entry_id)
         if scope is None:
             return False
         raw = await self._r.hget(self._k.entry(scope, entry_id), "e")
@@ -358,7 +316,7 @@ class RedisStore:
 
     async def count(self) -> int:
         total, now = 0, self._clock()
-        async for chunk in self._scope_chunks():
+        async for chunk in self._index.chunks():
             async with self._r.pipeline(transaction=False) as pipe:
                 for scope in chunk:
                     pipe.zcount(self._k.expiries(scope), f"({now}", "+inf")
@@ -369,12 +327,9 @@ class RedisStore:
         return int(await self._r.execute_command("VCARD", self._k.vectors(scope)) or 0)
 
     async def sweep(self) -> int:
-        """Removes expired entries, then forgets scopes whose sorted set is gone: SREM from the
-        indexes, then look again and SADD back if the scope came alive meanwhile. add() writes
-        the sorted set before indexing the scope, so no interleaving leaves a live scope out
-        (the index and the scope live on different slots: no one script can do both)."""
+        """Removes expired entries, then forgets scopes whose sorted set is gone (redis_index)."""
         removed, now = 0, self._clock()
-        async for chunk in self._scope_chunks():
+        async for chunk in self._index.chunks():
             async with self._r.pipeline(transaction=False) as pipe:
                 for scope in chunk:
                     pipe.zrangebyscore(self._k.expiries(scope), "-inf", now)
@@ -387,24 +342,8 @@ class RedisStore:
                 if not exists:
                     gone.append(scope)
             if gone:
-                await self._forget(gone)
+                await self._index.forget(gone)
         return removed
-
-    async def _forget(self, scopes: list[str]) -> None:
-        async with self._r.pipeline(transaction=False) as pipe:
-            for scope in scopes:
-                pipe.srem(self._k.scopes, scope)
-                pipe.srem(self._k.namespace(scope_namespace(scope)), scope)
-            for scope in scopes:
-                pipe.execute_command("EXISTS", self._k.expiries(scope))
-            alive = (await pipe.execute())[2 * len(scopes) :]
-        back = [scope for scope, exists in zip(scopes, alive, strict=True) if exists]
-        if back:
-            async with self._r.pipeline(transaction=False) as pipe:
-                for scope in back:
-                    pipe.sadd(self._k.scopes, scope)
-                    pipe.sadd(self._k.namespace(scope_namespace(scope)), scope)
-                await pipe.execute()
 
     async def ready(self) -> None:
         await ready(self._r)
@@ -431,21 +370,6 @@ class RedisStore:
             await self._r.unlink(*(self._k.scope_of(i) for i in chunk))  # across slots
             removed += sum(int(r) for r in results[0:-1:2])
         return removed
-
-    async def _scope_chunks(self) -> AsyncIterator[list[str]]:
-        chunk: list[str] = []
-        seen: set[str] = set()  # SSCAN may return an element twice
-        async for raw in self._r.sscan_iter(self._k.scopes, count=_CHUNK):
-            scope = text(raw)
-            if scope in seen:
-                continue
-            seen.add(scope)
-            chunk.append(scope)
-            if len(chunk) >= _CHUNK:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:
