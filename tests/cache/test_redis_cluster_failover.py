@@ -1,6 +1,7 @@
-"""A Redis Cluster master failing over while requests flow: no lookup or insert fails (the
-cache bypasses while the slots move), and every entry the cache acknowledged before the
-failover is served after it.
+"""A Redis Cluster master failing over while requests flow: no lookup, insert, rate-limit
+token or shared flight fails (the cache bypasses, the limiter falls back to its share, a flight
+leads alone while the slots move), and every entry the cache acknowledged before the failover
+is served after it.
 
 "Acknowledged" is exact: ``SemanticCache.insert`` returned an entry id, which with
 ``cache.redis_wait_replicas: 1`` means the entry's master AND its replica had it (WAIT). Two
@@ -17,6 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -29,6 +31,10 @@ from gateway.cache import (
     build_cache,
 )
 from gateway.cache.redis_keys import RedisKeys
+from gateway.redis_connect import connect, ready
+from gateway.routing.config import RateLimitConfig, SharedFlightConfig
+from gateway.routing.redis_limits import SharedLimiter
+from gateway.routing.shared_flight import BYTES, SharedFlights, flight_key
 from tests.cache.helpers import answer, q_chat
 from tests.support.redis import RedisServer
 from tests.support.redis_cluster import LocalCluster
@@ -57,10 +63,40 @@ async def acked_cache(
 
 
 @dataclass
+class Parts:
+    """The other Redis users on the request path: the limiter and shared flights."""
+
+    limiter: SharedLimiter
+    flights: SharedFlights
+
+
+@pytest.fixture
+async def parts(redis_cluster: LocalCluster) -> AsyncIterator[Parts]:
+    prefix = f"p{uuid.uuid4().hex[:12]}"
+    limits = RateLimitConfig.model_validate(
+        {"default": {"requests_per_minute": 1_000_000}, "redis_timeout_s": 0.5}
+    )
+    limiter = SharedLimiter(redis_cluster.url, limits, prefix=prefix)
+    await limiter.ready()
+    client = connect(redis_cluster.url, connect_timeout_s=0.5, socket_timeout_s=0.5)
+    await ready(client)
+    flights = SharedFlights(client, SharedFlightConfig(lease_ms=600, retry_s=0.2), prefix=prefix)
+    yield Parts(limiter, flights)
+    await limiter.aclose()
+    await client.aclose()
+
+
+async def engine(meta: dict[str, Any]) -> AsyncIterator[bytes]:
+    yield b"answer"
+
+
+@dataclass
 class Load:
-    """Workers that look up and insert fresh questions over every namespace until stopped."""
+    """Workers that each take a rate-limit token, run a shared flight, then look up and insert a
+    fresh question (over every namespace) until stopped."""
 
     cache: SemanticCache
+    parts: Parts
     acked: dict[str, tuple[CacheQuery, str]] = field(default_factory=dict)
     statuses: Counter[str] = field(default_factory=Counter)
     failed: list[BaseException] = field(default_factory=list)
@@ -73,6 +109,9 @@ class Load:
             namespace = NAMESPACES[n % len(NAMESPACES)]
             q = q_chat(self.cache, text, control=CacheControl(namespace=namespace))
             try:
+                await self.parts.limiter.acquire(f"key-{w}")
+                flight = self.parts.flights.wrap(flight_key([w, n]), engine, BYTES)
+                assert [event async for event in flight({})] == [b"answer"]
                 self.statuses[(await self.cache.lookup(q)).status] += 1
                 entry_id = await self.cache.insert(q, answer(text))
             except BaseException as exc:  # the contract: never; record it for the assert
@@ -105,9 +144,9 @@ async def served(cache: SemanticCache, entries: dict[str, tuple[CacheQuery, str]
 
 
 async def test_coordinated_failover_of_every_master_under_load(
-    redis_cluster: LocalCluster, acked_cache: SemanticCache
+    redis_cluster: LocalCluster, acked_cache: SemanticCache, parts: Parts
 ) -> None:
-    load = Load(acked_cache)
+    load = Load(acked_cache, parts)
     tasks = await load.run()
     await asyncio.sleep(1.0)
     for master in redis_cluster.masters():
@@ -118,6 +157,7 @@ async def test_coordinated_failover_of_every_master_under_load(
     await load.finish(tasks)
 
     assert load.failed == []  # no request failed
+    assert parts.flights.led > 0
     assert len(load.acked) > 30, load.statuses
     assert await served(acked_cache, load.acked) == []  # no acknowledged entry lost
     assert await acked_cache.store.count() >= len(load.acked)
@@ -137,13 +177,13 @@ def scopes_on(
 
 
 async def test_killed_master_keeps_every_acknowledged_entry_and_no_request_fails(
-    redis_cluster: LocalCluster, acked_cache: SemanticCache
+    redis_cluster: LocalCluster, acked_cache: SemanticCache, parts: Parts
 ) -> None:
     cache = acked_cache
     victim = next(m for m in redis_cluster.masters() if scopes_on(redis_cluster, cache, m))
     replica = redis_cluster.replica_of(victim)
     on_victim = scopes_on(redis_cluster, cache, victim)
-    load = Load(cache)
+    load = Load(cache, parts)
     tasks = await load.run()
     await asyncio.sleep(1.0)
 
