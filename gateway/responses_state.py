@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel, Field
 
 from gateway.errors import GatewayError
-from gateway.redis_connect import REDIS_ERRORS, connect, ready
+from gateway.redis_connect import connect, ready
 
 T = TypeVar("T")
 
@@ -151,7 +151,8 @@ class RedisResponseStore:
         try:
             async with asyncio.timeout(self._timeout_s):
                 return await call
-        except REDIS_ERRORS as exc:
+        except Exception as exc:  # any client failure: redis-py 8.1's cluster client once
+            # raised AttributeError from a connection it broke itself
             raise ResponseStoreUnavailable(f"The store of responses failed: {exc!r}") from exc
 
     async def put(self, tenant: str, stored: StoredResponse) -> None:
