@@ -38,6 +38,7 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 RedisClient = redis.Redis | RedisCluster
+CLUSTER_NODE_CONNECTIONS = 1_000_000  # see connect()
 
 
 def scheme(url: str) -> str:
@@ -79,18 +80,23 @@ def connect(
     tls: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> RedisClient:
-    """A client for ``url`` (see the module docstring). ``max_connections`` is per server on a
-    cluster; ``options`` go to redis-py (e.g. ``retry``)."""
+    """A client for ``url`` (see the module docstring); ``options`` go to redis-py (e.g.
+    ``retry``). ``max_connections`` bounds a single server's pool only: redis-py's cluster
+    client fails a call at once when a node's pool is full (it cannot wait), and on that
+    failure it drops every connection of every node, in-flight ones included (seen breaking
+    concurrent calls with AttributeError). So on a cluster the pools are not bounded here;
+    callers that must bound their connections bound their concurrency (RedisStore does)."""
     common: dict[str, Any] = {
         "socket_connect_timeout": connect_timeout_s,
         "socket_timeout": socket_timeout_s,
         **(tls or {}),
         **options,
     }
-    if max_connections is not None:
-        common["max_connections"] = max_connections
     if not is_cluster(url):
+        if max_connections is not None:
+            common["max_connections"] = max_connections
         return redis.Redis.from_url(url, **common)
+    common["max_connections"] = CLUSTER_NODE_CONNECTIONS
     single, seeds = cluster_seeds(url)
     kwargs: dict[str, Any] = dict(parse_url(single))
     kwargs.pop("host", None)
@@ -108,9 +114,9 @@ def pooled_client(
     max_connections: int,
     tls: Mapping[str, Any] | None = None,
 ) -> RedisClient:
-    """The cache store's client: at most ``max_connections`` per server, one quick retry (a
-    pooled socket may predate a restart; past it the request bypasses). On one server a call
-    waits up to ``connect_timeout_s`` for a free connection; on a cluster it fails at once."""
+    """The cache store's client: one quick retry (a pooled socket may predate a restart; past
+    it the request bypasses). On one server at most ``max_connections``, a call waiting up to
+    ``connect_timeout_s`` for a free one; on a cluster the store bounds its concurrency."""
     retry = Retry(NoBackoff(), 1)
     if is_cluster(url):
         return connect(

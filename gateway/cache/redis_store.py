@@ -21,9 +21,11 @@ survives its master's crash as long as one of those replicas takes over.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from redis.exceptions import ResponseError
@@ -44,7 +46,7 @@ from gateway.cache.redis_scripts import (
     text,
 )
 from gateway.cache.store import StoreRejected
-from gateway.redis_connect import pooled_client, ready
+from gateway.redis_connect import is_cluster, pooled_client, ready
 
 Q8_MARGIN = 0.03  # cosine slack for Q8 quantization when pre-filtering candidates in Redis
 _CHUNK = CHUNK
@@ -53,6 +55,22 @@ _CHUNK = CHUNK
 def cosine_to_score(cosine: float) -> float:
     """VSIM's similarity score for a cosine similarity (the one place this is converted)."""
     return (1.0 + cosine) / 2.0
+
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def _gated(method: F) -> F:
+    """The store's operations on a cluster pass its gate (see RedisStore.__init__)."""
+
+    @functools.wraps(method)
+    async def gated(self: RedisStore, *args: Any, **kwargs: Any) -> Any:
+        if self._gate is None:
+            return await method(self, *args, **kwargs)
+        async with self._gate:
+            return await method(self, *args, **kwargs)
+
+    return cast(F, gated)
 
 
 def _blob(vector: np.ndarray) -> bytes:
@@ -81,6 +99,9 @@ class RedisStore:
         """``tls``: redis-py ``ssl_*`` options for rediss:// (CacheConfig.redis_tls_options).
         ``url``: redis:// or redis+cluster:// (gateway.redis_connect)."""
         self._r = pooled_client(url, connect_timeout_s, socket_timeout_s, max_connections, tls)
+        # On a cluster, at most max_connections operations at once (so at most about that many
+        # connections per node): its client cannot wait for a free connection (redis_connect).
+        self._gate = asyncio.Semaphore(max_connections) if is_cluster(url) else None
         self._k = RedisKeys(prefix)
         self._index = ScopeIndex(self._r, self._k)
         self._max_per_scope = max_entries_per_scope
@@ -93,6 +114,7 @@ class RedisStore:
         self._raise_min = self._r.register_script(RAISE_MIN)
 
     # -- protocol --------------------------------------------------------------------------
+    @_gated
     async def add(self, entry: StoredEntry, vector: np.ndarray | None) -> None:
         """One script on the scope's slot (redis_scripts.ADD), then (one round trip, possibly
         several masters) the id pointer and the scope indexes, then with ``wait_replicas`` the
@@ -124,6 +146,7 @@ class RedisStore:
             await self._unlink_entries(entry.scope, [text(previous)])
         await self._trim_scope(entry.scope)
 
+    @_gated
     async def add_many(self, items: Sequence[tuple[StoredEntry, np.ndarray | None]]) -> None:
         """Like add() for each item, pipelined in chunks (one round trip per chunk and master;
         not one transaction: each entry's payload is written before its vector, so a concurrent
@@ -195,6 +218,7 @@ class RedisStore:
         if popped:
             await self._unlink_entries(scope, [text(member) for member in popped[::2]])
 
+    @_gated
     async def get_exact(self, scope: str, exact_key: str) -> StoredEntry | None:
         with answered_no():
             entry_id = await self._r.get(self._k.exact(scope, exact_key))
@@ -208,6 +232,7 @@ class RedisStore:
             return None
         return entry
 
+    @_gated
     async def search(
         self, scope: str, vector: np.ndarray, k: int, min_similarity: float = -1.0
     ) -> list[Neighbour]:
@@ -245,6 +270,7 @@ class RedisStore:
         found.sort(key=lambda neighbour: neighbour.similarity, reverse=True)
         return found
 
+    @_gated
     async def get(self, entry_id: str) -> StoredEntry | None:
         scope = await self._index.scope_of(entry_id)
         if scope is None:
@@ -255,6 +281,7 @@ class RedisStore:
         entry = entry_of(raw, learned)
         return entry if entry.is_live(self._clock()) else None
 
+    @_gated
     async def raise_min_similarity(self, entry_id: str, value: float) -> bool:
         with answered_no():
             scope = await self._index.scope_of(entry_id)
@@ -263,6 +290,7 @@ class RedisStore:
             key = self._k.entry(scope, entry_id)
             return bool(await self._raise_min(keys=[key], args=[repr(value)]))
 
+    @_gated
     async def delete(self, entry_id: str) -> bool:
         scope = await self._index.scope_of(entry_id)
         if scope is None:
@@ -275,6 +303,7 @@ class RedisStore:
         await self._del_if_equal(keys=[self._k.exact(scope, entry.exact_key)], args=[entry_id])
         return True
 
+    @_gated
     async def delete_namespace(self, namespace: str) -> int:
         removed = 0
         members: set[bytes | str] = await self._r.smembers(self._k.namespace(namespace))
@@ -300,6 +329,7 @@ class RedisStore:
         await self._r.unlink(self._k.namespace(namespace))
         return removed
 
+    @_gated
     async def flush(self) -> int:
         """Every key under the prefix, on every master of a cluster."""
         removed, batch = 0, []
@@ -314,6 +344,7 @@ class RedisStore:
             await self._r.unlink(*batch)
         return removed
 
+    @_gated
     async def count(self) -> int:
         total, now = 0, self._clock()
         async for chunk in self._index.chunks():
@@ -323,9 +354,11 @@ class RedisStore:
                 total += sum(await pipe.execute())
         return total
 
+    @_gated
     async def scope_size(self, scope: str) -> int:
         return int(await self._r.execute_command("VCARD", self._k.vectors(scope)) or 0)
 
+    @_gated
     async def sweep(self) -> int:
         """Removes expired entries, then forgets scopes whose sorted set is gone (redis_index)."""
         removed, now = 0, self._clock()
@@ -348,6 +381,7 @@ class RedisStore:
     async def ready(self) -> None:
         await ready(self._r)
 
+    @_gated
     async def ping(self) -> None:
         await self._r.ping()
 

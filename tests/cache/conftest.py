@@ -20,7 +20,7 @@ async def embedder() -> AsyncIterator[Embedder]:
         yield shared
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 def store_kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
     return kind
@@ -42,6 +42,8 @@ async def make_cache(
         }
         if store_kind == "redis":
             settings["redis_url"] = request.getfixturevalue("redis_server")
+        if store_kind == "redis-cluster":
+            settings["redis_url"] = request.getfixturevalue("redis_cluster").url
         settings.update(overrides)
         cache = build_cache(CacheConfig(**settings), embedder=embedder)
         await cache.start()
