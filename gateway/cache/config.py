@@ -222,7 +222,11 @@ class CacheConfig(BaseModel):
     redis_connect_timeout_s: float = Field(default=0.5, gt=0)
     redis_socket_timeout_s: float = Field(default=0.25, gt=0)
     redis_max_connections: int = Field(
-        default=64, ge=1, description="Per Redis server (per master and replica on a cluster)."
+        default=64,
+        ge=1,
+        description="One Redis: the cache store's pool (a call waits up to "
+        "redis_connect_timeout_s for a free connection). A Redis Cluster: the most cache store "
+        "operations at once (redis-py's cluster client cannot wait for a connection).",
     )
     redis_wait_replicas: int = Field(
         default=0,
