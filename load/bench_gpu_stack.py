@@ -12,6 +12,8 @@ load generator (made for the lent GPU machine; runs on a CPU pool too).
 3. overhead: misses through the gateway vs the same kind of request straight to the engines,
    at 1 and 32 concurrent streams, JSON (latency) and SSE (TTFT), same request parameters as
    the hits (load/miss_overhead.py).
+   overhead_speculative: the same against a second gateway with ``cache.speculative_miss`` on
+   (the engine request starts beside the semantic lookup), on questions neither side has seen.
 4. affinity: prefix affinity vs round robin on the pool's engines (load/bench_affinity.py's
    phases), once with a working set that fits every engine's KV cache and once with one that
    fits only when each engine sees half of the sessions.
@@ -48,7 +50,7 @@ from load.miss_overhead import compare
 from load.stats import loadavg
 
 ADMIN = "bench-admin"
-SECTIONS = ("hit_miss", "overhead", "affinity")
+SECTIONS = ("hit_miss", "overhead", "overhead_speculative", "affinity")
 # Affinity workloads, sized against a KV cache of 65 536 tokens per engine (pool-h200-stack):
 # a session's own prefix is ~1 250 tokens (system prompt ~510 shared, profile ~1 130, turns).
 WORKLOADS: dict[str, dict[str, Any]] = {
@@ -128,6 +130,16 @@ async def run_overhead(
     return out
 
 
+def speculative_counters(metrics: str) -> dict[str, float]:
+    """The gateway's ``gateway_speculative_*`` samples (did it speculate, how often aborted)."""
+    out: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith("gateway_speculative_") and " " in line:
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
 def embedder() -> EmbedderConfig:
     """The gateway's default embedder (ONNX, exported here once, so the gateway finds the
     export in the shared cache), or torch where the export fails on this machine's torch."""
@@ -152,20 +164,37 @@ async def gateway_sections(
     config = embedder()
     settings = {"GATEWAY_LOG_LEVEL": "warning", "GATEWAY_CACHE__EMBEDDER__BACKEND": config.backend}
     report["embedder_backend"] = config.backend
-    with stack.gateway(engines, admin_key=ADMIN, tokenizer=args.tokenizer, settings=settings) as gw:
-        report["gateway"] = {"url": gw, "started_after_s": round(time.monotonic() - t0, 1)}
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-            if "hit_miss" in args.sections and _time_left(args, t0):
-                semantic = semantic_texts(parts.seed, parts.tune, config)
-                print(f"[stack] hits ({len(semantic)} semantic texts) ...", file=sys.stderr)
-                report["hit_miss"] = await bench_gateway(
-                    http, gw, pool.model, parts.seed, semantic, args.n1, args.n32
-                )
-                save(report, args.out)
-            if "overhead" in args.sections and _time_left(args, t0):
-                report["overhead"] = await run_overhead(
-                    http, gw, pool.urls, pool.model, misses, args
-                )
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        if {"hit_miss", "overhead"} & set(args.sections):
+            with stack.gateway(
+                engines, admin_key=ADMIN, tokenizer=args.tokenizer, settings=settings
+            ) as gw:
+                report["gateway"] = {"url": gw, "started_after_s": round(time.monotonic() - t0, 1)}
+                if "hit_miss" in args.sections and _time_left(args, t0):
+                    semantic = semantic_texts(parts.seed, parts.tune, config)
+                    print(f"[stack] hits ({len(semantic)} semantic texts) ...", file=sys.stderr)
+                    report["hit_miss"] = await bench_gateway(
+                        http, gw, pool.model, parts.seed, semantic, args.n1, args.n32
+                    )
+                    save(report, args.out)
+                if "overhead" in args.sections and _time_left(args, t0):
+                    report["overhead"] = await run_overhead(
+                        http, gw, pool.urls, pool.model, misses, args
+                    )
+                    save(report, args.out)
+        if "overhead_speculative" in args.sections and _time_left(args, t0):
+            # A fresh gateway (empty cache); tune's questions reached no engine in the sections
+            # above (its paraphrases were asked only-if-cached), so they are misses here too.
+            fresh = [row.text for row in parts.tune]
+            random.Random(1).shuffle(fresh)
+            speculative = {**settings, "GATEWAY_CACHE__SPECULATIVE_MISS": "true"}
+            with stack.gateway(
+                engines, admin_key=ADMIN, tokenizer=args.tokenizer, settings=speculative
+            ) as gw:
+                out = await run_overhead(http, gw, pool.urls, pool.model, fresh, args)
+                async with http.get(f"{gw}/metrics") as resp:
+                    out["metrics"] = speculative_counters(await resp.text())
+                report["overhead_speculative"] = out
                 save(report, args.out)
 
 
@@ -254,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[stack] pool ready: {pool.urls} (reused: {pool.reused})", file=sys.stderr, flush=True)
     save(report, args.out)
     try:
-        if {"hit_miss", "overhead"} & set(args.sections):
+        if {"hit_miss", "overhead", "overhead_speculative"} & set(args.sections):
             asyncio.run(gateway_sections(pool, args, report, t0))
         if "affinity" in args.sections and _time_left(args, t0):
             report["affinity"] = run_affinity(pool.urls, pool.model, args)

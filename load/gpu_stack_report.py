@@ -41,9 +41,14 @@ def hit_miss(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def overhead(report: dict[str, Any]) -> list[str]:
-    over = report.get("overhead") or {}
+def overhead(report: dict[str, Any], section: str = "overhead") -> list[str]:
+    """The miss-overhead table of ``section`` (``overhead``, or ``overhead_speculative``: a
+    gateway with speculative misses on); nothing when the run has no such section."""
+    over = report.get(section) or {}
+    if not over:
+        return []
     lines = [
+        f"{section}:",
         "| streams | measure | gateway p50 / p99 | engines direct p50 / p99 | added p50 / p99 "
         "| gateway replies (x-cache) |",
         "| ---: | --- | ---: | ---: | ---: | --- |",
@@ -92,7 +97,15 @@ def markdown(report: dict[str, Any]) -> str:
         f"(reused: {pool.get('reused')}); engines: {pool.get('engines')}",
         "",
     ]
-    parts = [hit_miss(report), [""], overhead(report), [""], affinity(report)]
+    parts = [
+        hit_miss(report),
+        [""],
+        overhead(report),
+        [""],
+        overhead(report, "overhead_speculative"),
+        [""],
+        affinity(report),
+    ]
     return "\n".join(head + [line for part in parts for line in part])
 
 

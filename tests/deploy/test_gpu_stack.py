@@ -93,6 +93,7 @@ def test_markdown_report_renders_every_section() -> None:
         "pool": {"ready_after_s": 1.0},
         "hit_miss": {"exact_1": summary, "semantic_32": summary},
         "overhead": {"json_1": row, "stream_32": row},
+        "overhead_speculative": {"stream_1": {**row, "gateway_ttft": {**summary, "p50_ms": 3.0}}},
         "affinity": {
             "fits": {"args": {"sessions": 2, "turns": 2}, "results": [phase]},
         },
@@ -100,6 +101,8 @@ def test_markdown_report_renders_every_section() -> None:
     text = markdown(report)
     assert "| exact hit | 5.0 / 7.0 | - / - |" in text
     assert "| 32 | TTFT | 5.0 / 7.0 |" in text
+    speculative = text.split("overhead_speculative:", 1)[1]
+    assert "| 1 | TTFT | 3.0 / 7.0 |" in speculative
     assert "| fits (2 sessions x 2 turns) | affinity | 8 | 10.0 ms | 20.0 ms | 50.0% |" in text
 
 
