@@ -62,7 +62,7 @@ class BalancerConfig(BaseModel):
         "it is overloaded.",
     )
     load_bound_floor: int = Field(
-        default=4,
+        default=8,
         ge=1,
         description="Bounded-load affinity never moves a key off an engine running fewer than "
         "this many requests: vLLM batches a few at almost no cost, a moved conversation "

@@ -111,7 +111,8 @@ def test_many_keys_stay_balanced_and_mostly_at_home() -> None:
         decision.backend.in_flight += 1
         reasons[decision.reason] += 1
         total = sum(b.in_flight for b in pool.backends)
-        assert all(b.in_flight <= max(4, math.ceil(1.25 * total / 2)) for b in pool.backends)
+        bound = max(BalancerConfig().load_bound_floor, math.ceil(1.25 * total / 2))
+        assert all(b.in_flight <= bound for b in pool.backends)
     assert set(reasons) <= {"affinity", "spill"}
     assert reasons["affinity"] >= 0.75 * len(keys)
 
