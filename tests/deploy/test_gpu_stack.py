@@ -165,3 +165,31 @@ def test_the_stack_drivers_affinity_section_runs_open_loop_and_affinity_wins_und
     assert "| tiny (40 sessions x 3 turns, 24/s open loop, think 0.2 s) | affinity |" in markdown(
         {"affinity": {"tiny": saved}}
     )
+
+
+def test_four_engine_pool_file_shares_the_gpu_beside_the_two_engine_pool() -> None:
+    two = load_pool_config(ROOT / "deploy" / "gpu" / "pool-h200-stack.yaml")
+    four = load_pool_config(ROOT / "deploy" / "gpu" / "pool-h200-stack4.yaml")
+    specs = [spec for _, spec in four.engine_specs()]
+    assert len(specs) == 4 and four.start_concurrency == 1
+    ports = {spec.port for spec in specs}
+    assert len(ports) == 4 and not ports & {spec.port for _, spec in two.engine_specs()}
+    assert four.publish_path != two.publish_path and four.log_dir != two.log_dir
+    for spec in specs:
+        argv = spec.argv("python3")
+        assert argv[argv.index("--num-gpu-blocks-override") + 1] == "4096"
+    assert sum(float(getattr(spec, "gpu_memory_utilization", 1.0)) for spec in specs) <= 0.9
+
+
+def test_sizing_model_two_engines_cap_affinitys_gain_below_2x_four_do_not() -> None:
+    """The GPU workload's sizing (7 conversations a second per engine) in the LRU model: a
+    turn hits where the previous one ran; round robin lands there one time in n."""
+    from load.affinity_sizing import Sizing, hit_ratio
+
+    two = Sizing(engines=2, rate=14.0, sessions=280)
+    four = Sizing(engines=4, rate=28.0, sessions=560)
+    rr2, aff2 = hit_ratio(two, "round_robin"), hit_ratio(two, "affinity")
+    rr4, aff4 = hit_ratio(four, "round_robin"), hit_ratio(four, "affinity")
+    assert aff2 > 0.7 and aff4 > 0.7  # affinity's share fits each engine's cache
+    assert 1.3 < aff2 / rr2 < 2.0
+    assert aff4 / rr4 > 2.0
