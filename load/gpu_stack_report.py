@@ -73,18 +73,22 @@ def overhead(report: dict[str, Any], section: str = "overhead") -> list[str]:
 def affinity(report: dict[str, Any]) -> list[str]:
     lines = [
         "| working set | strategy | requests | TTFT p50 | TTFT p99 | prefix-cache hits "
-        "| wall | engine split |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| wall | requests/s | spilled | engine split |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for name, block in (report.get("affinity") or {}).items():
         args = block["args"]
-        label = f"{name} ({args['sessions']} sessions x {args['turns']} turns)"
+        label = f"{name} ({args['sessions']} sessions x {args['turns']} turns"
+        if args.get("arrival_rate"):
+            label += f", {args['arrival_rate']:g}/s open loop, think {args.get('think_s', 0):g} s"
+        label += ")"
         for r in block["results"]:
             split = " / ".join(str(n) for _, n in sorted(r["engines"].items()))
+            spilled = (r.get("route_reasons") or {}).get("spill", 0)
             lines.append(
                 f"| {label} | {r['strategy']} | {r['requests']} | {1000 * r['ttft_p50_s']:.1f} ms "
                 f"| {1000 * r['ttft_p99_s']:.1f} ms | {r['prefix_cache_hit_ratio']:.1%} "
-                f"| {r['wall_s']:.1f} s | {split} |"
+                f"| {r['wall_s']:.1f} s | {r.get('requests_per_s', 0):.1f} | {spilled} | {split} |"
             )
     return lines
 
