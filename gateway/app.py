@@ -117,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     )
                     await stack.enter_async_context(cluster_stats)
             speculation = None
-            if cache is not None and shared is None:  # see cache.speculative_miss
+            if cache is not None:
                 speculation = Speculation(
                     settings.cache, upstream.balancer, admission, settings.routing.balancer
                 )

@@ -40,6 +40,7 @@ from typing import Any, Generic, TypeVar
 
 import redis.asyncio as redis
 
+from gateway.cancellation import raise_if_cancelled
 from gateway.routing.coalesce import Producer
 from gateway.routing.config import SharedFlightConfig
 
@@ -129,7 +130,12 @@ class SharedFlights:
         async def produce(meta: dict[str, Any]) -> AsyncIterator[T]:
             names = self._names(key)
             token = uuid.uuid4().hex
-            stored = await self._await_turn(names, token)
+            try:
+                stored = await self._await_turn(names, token)
+                raise_if_cancelled()  # a cancel redis-py lost as a reply came in
+            except asyncio.CancelledError:
+                self._finish_soon(names, token, "")  # a lease claimed meanwhile: released now
+                raise
             if isinstance(stored, bytes):
                 self.followed += 1
                 payload = json.loads(stored[1:])
@@ -199,8 +205,7 @@ class SharedFlights:
         codec: Codec[T],
         reusable: Callable[[list[T]], bool],
     ) -> AsyncIterator[T]:
-        lease, answer, channel = names
-        renewer = asyncio.create_task(self._keep_lease(lease, token))
+        renewer = asyncio.create_task(self._keep_lease(names[0], token))
         events: list[T] = []
         payload = ""
         try:
@@ -210,12 +215,16 @@ class SharedFlights:
             payload = _payload(events, meta, codec, reusable)
         finally:
             renewer.cancel()
-            ttl_ms = int(self.config.answer_ttl_s * 1000)
-            # Not awaited here: this generator may be closing because its task was cancelled.
-            args = [token, payload, ttl_ms, channel]
-            task = asyncio.create_task(self._quietly(self._finish, [lease, answer], args))
-            self._finishing.add(task)
-            task.add_done_callback(self._finishing.discard)
+            self._finish_soon(names, token, payload)
+
+    def _finish_soon(self, names: tuple[str, str, str], token: str, payload: str) -> None:
+        """Stores the answer ('' = none), drops the lease and wakes the followers, in a task of
+        its own: the caller may be closing because its task was cancelled."""
+        lease, answer, channel = names
+        args = [token, payload, int(self.config.answer_ttl_s * 1000), channel]
+        task = asyncio.create_task(self._quietly(self._finish, [lease, answer], args))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
 
     async def _keep_lease(self, lease: str, token: str) -> None:
         every = self.config.lease_ms / 3000
