@@ -34,11 +34,13 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import redis.asyncio as redis
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from gateway.cancellation import raise_if_cancelled
 from gateway.routing.coalesce import Producer
@@ -111,10 +113,11 @@ class SharedFlights:
         self._finishing: set[asyncio.Task[None]] = set()
         self._down_until = 0.0
         self._warned_at = -math.inf
-        self.led = 0  # flights this replica led with a lease
-        self.followed = 0  # flights answered by another replica's leader
-        self.took_over = 0  # leases taken after waiting on another leader
-        self.alone = 0  # flights led without Redis (trouble or waited too long)
+        # Each flight counted once, by how it went (exported as gateway_shared_flights_total):
+        self.led = 0  # got the lease at once and called the engine
+        self.took_over = 0  # got the lease after waiting on a leader that died, failed or left
+        self.followed = 0  # answered by another replica's leader
+        self.alone = 0  # called the engine without a lease (Redis trouble, or waited too long)
 
     def wrap(
         self,
@@ -148,7 +151,6 @@ class SharedFlights:
                 async for event in lead(meta):
                     yield event
                 return
-            self.led += 1
             async for event in self._lead(names, token, lead, meta, codec, reusable):
                 yield event
 
@@ -178,6 +180,8 @@ class SharedFlights:
                 if kind == "lead":
                     if waited:
                         self.took_over += 1
+                    else:
+                        self.led += 1
                     return True
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -265,10 +269,31 @@ class SharedFlights:
     def stats(self) -> dict[str, int]:
         return {
             "led": self.led,
-            "followed": self.followed,
             "took_over": self.took_over,
+            "followed": self.followed,
             "alone": self.alone,
         }
+
+
+class SharedFlightsCollector(Collector):
+    """Exports a SharedFlights' counts at scrape time (register it on the app's registry)."""
+
+    def __init__(self, flights: SharedFlights) -> None:
+        self._flights = flights
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "gateway_shared_flights",
+            "Cacheable misses coordinated with the other replicas through Redis, each counted "
+            "once by role: led (took the lease and called the engine), took_over (took it "
+            "after waiting on a leader that died, failed or left), followed (replayed another "
+            "replica's answer), alone (called the engine without a lease: Redis trouble, or "
+            "waited past max_wait_s). Engine calls = led + took_over + alone.",
+            labels=["role"],
+        )
+        for role, count in self._flights.stats().items():
+            family.add_metric([role], count)
+        yield family
 
 
 async def _next_message(pubsub: Any, wait_s: float) -> None:

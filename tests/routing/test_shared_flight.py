@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as redis
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.routing.coalesce import Coalescer
 from gateway.routing.config import SharedFlightConfig
-from gateway.routing.shared_flight import BYTES, SharedFlights, flight_key
+from gateway.routing.shared_flight import BYTES, SharedFlights, SharedFlightsCollector, flight_key
 from tests.support.servers import free_port
 
 CONFIG = SharedFlightConfig(lease_ms=600, answer_ttl_s=5, redis_timeout_s=2)
@@ -145,6 +147,15 @@ def test_redis_down_means_leading_alone() -> None:
         assert await collect(dead, "k", engine) == [b"one", b"two", b"three"]
         assert engine.calls == 2 and dead.alone == 2
         assert time.monotonic() - started < 1.5  # the second one does not try Redis again
+        registry = CollectorRegistry()
+        registry.register(SharedFlightsCollector(dead))
+        exported = {
+            s.labels["role"]: s.value
+            for family in text_string_to_metric_families(generate_latest(registry).decode())
+            for s in family.samples
+            if s.name == "gateway_shared_flights_total"
+        }
+        assert exported == {"led": 0, "took_over": 0, "followed": 0, "alone": 2}
 
     asyncio.run(main())
 
