@@ -36,7 +36,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import redis.asyncio as redis
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -137,7 +137,8 @@ class SharedFlights:
                 stored = await self._await_turn(names, token)
                 raise_if_cancelled()  # a cancel redis-py lost as a reply came in
             except asyncio.CancelledError:
-                self._finish_soon(names, token, "")  # a lease claimed meanwhile: released now
+                if time.monotonic() >= self._down_until:  # a claim may have landed: release it
+                    self._finish_soon(names, token, "")
                 raise
             if isinstance(stored, bytes):
                 self.followed += 1
@@ -151,15 +152,22 @@ class SharedFlights:
                 async for event in lead(meta):
                     yield event
                 return
+            if stored == "took_over":
+                self.took_over += 1
+            else:
+                self.led += 1
             async for event in self._lead(names, token, lead, meta, codec, reusable):
                 yield event
 
         return produce
 
     # -- follower --------------------------------------------------------------------------
-    async def _await_turn(self, names: tuple[str, str, str], token: str) -> bytes | bool | None:
-        """The leader's answer (bytes), True when this replica now holds the lease, None when
-        Redis cannot help (lead without a lease)."""
+    async def _await_turn(
+        self, names: tuple[str, str, str], token: str
+    ) -> bytes | Literal["led", "took_over"] | None:
+        """The leader's answer (bytes); 'led' or 'took_over' (after waiting on another
+        leader) when this replica now holds the lease; None when Redis cannot help (lead
+        without a lease)."""
         if time.monotonic() < self._down_until:
             return None
         lease, answer, channel = names
@@ -178,11 +186,7 @@ class SharedFlights:
                 if kind == "answer":
                     return bytes(reply[1])
                 if kind == "lead":
-                    if waited:
-                        self.took_over += 1
-                    else:
-                        self.led += 1
-                    return True
+                    return "took_over" if waited else "led"
                 left = deadline - time.monotonic()
                 if left <= 0:
                     log.warning(

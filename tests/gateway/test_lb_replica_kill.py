@@ -43,6 +43,7 @@ from tests.support.stub_engines import MODEL, running_fault_engine
 
 WORKERS = 6
 STORED_PER_REPLICA = 6
+AFTER_KILL = 40  # requests answered after the kill before the load stops
 ONLY_IF_CACHED = {"cache-control": "only-if-cached"}
 
 
@@ -176,7 +177,11 @@ def test_a_replica_killed_under_load_loses_no_request_the_lb_could_retry(
             killed = time.monotonic()
             victim.process.wait(timeout=30)
             wait_for(lambda: lb.backend_stats()["servers_up"] == 2, "HAProxy to mark it down")
-            time.sleep(3)  # and the load goes on over the two survivors
+            wait_for(  # and the load goes on over the two survivors
+                lambda: sum(o.started > killed for o in load.outcomes) >= AFTER_KILL,
+                "requests sent after the kill",
+                timeout_s=300,
+            )
         finally:
             load.stop.set()
             for worker in workers:
@@ -198,7 +203,7 @@ def test_a_replica_killed_under_load_loses_no_request_the_lb_could_retry(
         )
         lost = [o for o in failed if o not in cut]
         assert lost == [], f"requests the load balancer could retry were lost: {lost}"
-        assert len(in_flight) >= 2 and len(after) >= 10  # the kill did land under load
+        assert len(in_flight) >= 2  # the kill did land under load
         assert lb_stats["retries"] + lb_stats["redispatches"] >= 1
         for text, answer in stored.items():  # nothing stored before the kill is lost
             reply = ask(lb.url, text)
