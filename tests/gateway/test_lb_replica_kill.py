@@ -31,6 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import httpx
@@ -130,6 +131,10 @@ class Load:
         return Outcome("stream", started, time.monotonic(), ok, relaying, f"{status} {text!r}")
 
 
+def is_stored(url: str, text: str) -> bool:
+    return ask(url, text, **ONLY_IF_CACHED).status_code == 200
+
+
 def store_through_each(replicas: list[GatewayHandle], lb: HAProxy) -> dict[str, str]:
     """Answers stored through every replica directly, each confirmed in the shared cache."""
     texts = [
@@ -144,10 +149,7 @@ def store_through_each(replicas: list[GatewayHandle], lb: HAProxy) -> dict[str, 
         assert reply.status_code == 200 and reply.headers["x-cache"] == "miss", reply.text
         stored[text] = content(reply)
     for text in stored:  # acknowledged: the shared cache answers it without an engine
-        wait_for(
-            lambda t=text: ask(lb.url, t, **ONLY_IF_CACHED).status_code == 200,  # type: ignore[misc]
-            "the answer to be stored",
-        )
+        wait_for(partial(is_stored, lb.url, text), "the answer to be stored")
     return stored
 
 
