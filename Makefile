@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install browser dnsmasq llama-server run test lint bench clean
+.PHONY: install browser dnsmasq haproxy llama-server run test lint bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,12 @@ dnsmasq:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends dnsmasq-base >/dev/null; }
 
+# The replica-kill test puts Debian's HAProxy in front of the gateway replicas.
+haproxy:
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends haproxy >/dev/null; }
+
 # llama.cpp's llama-server (the second engine kind), built once from the llama-cpp-python sdist
 # and cached under ~/.cache/semcache-gateway/llama.cpp/ (minutes the first time, then instant).
 llama-server: install
@@ -47,7 +53,7 @@ lint: install
 	$(PY) -m ruff format --check gateway engine tests load
 	$(PY) -m mypy
 
-test: install browser dnsmasq llama-server lint
+test: install browser dnsmasq haproxy llama-server lint
 	$(PY) -m pytest
 
 clean:

@@ -38,7 +38,7 @@ from gateway.routing.config import KeyLimit, RateLimitConfig
 from gateway.routing.discovery import PublishedEngines
 from gateway.routing.dns_discovery import DnsEngines, build_resolver, is_dns
 from gateway.routing.redis_limits import SharedLimiter, build_limiter
-from gateway.routing.shared_flight import SharedFlights
+from gateway.routing.shared_flight import SharedFlights, SharedFlightsCollector
 from gateway.routing.upstream import Upstream
 from gateway.speculation import Speculation, SpeculationCollector
 from gateway.timeseries import Sampler
@@ -112,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     shared = SharedFlights(
                         coordination, settings.routing.shared_flight, prefix=prefix
                     )
+                    metrics.registry.register(SharedFlightsCollector(shared))
                 if cache is not None:
                     cluster_stats = ClusterStats(
                         coordination,
@@ -121,7 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     )
                     await stack.enter_async_context(cluster_stats)
             speculation = None
-            if cache is not None and shared is None:  # see cache.speculative_miss
+            if cache is not None:
                 speculation = Speculation(
                     settings.cache, upstream.balancer, admission, settings.routing.balancer
                 )

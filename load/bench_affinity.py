@@ -10,10 +10,18 @@ history (as chat clients do). Both strategies route through the gateway's own ro
   delta(vllm:prefix_cache_queries_total), summed over the engines' /metrics.
 
 Each phase uses its own system prompt and profiles (a phase nonce), so one phase never
-profits from what the other left in the engines' caches. Phases alternate per round.
+profits from what the other left in the engines' caches. Phases alternate per round; in one
+round every strategy gets the same arrival times and think times.
+
+Closed loop (``--concurrency`` requests in flight) by default; ``--arrival-rate R`` runs an open
+loop instead (load/affinity_workload.py): conversations start at Poisson times, R a second,
+each turn sent ``--think-s`` (mean) after the previous answer. ``--warmup-s`` leaves the first
+seconds of a phase (empty caches) out of the TTFT and hit-ratio numbers.
 
     python load/bench_affinity.py                     # starts two engines (~1 min), runs, stops
     python load/bench_affinity.py --engine http://127.0.0.1:8001 --engine http://127.0.0.1:8002
+    python load/bench_affinity.py --engine ... --arrival-rate 4 --think-s 1 --sessions 60 \
+        --strategy round_robin --strategy affinity:load_bound=null --strategy affinity
 """
 
 from __future__ import annotations
@@ -23,7 +31,6 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -45,19 +52,10 @@ from gateway.routing.backends import BackendPool  # noqa: E402
 from gateway.routing.config import BalancerConfig, RoutingConfig  # noqa: E402
 from gateway.routing.engine_metrics import parse_engine_metrics  # noqa: E402
 from gateway.routing.upstream import Upstream  # noqa: E402
+from load import affinity_workload as workload  # noqa: E402
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 STRATEGIES = ("affinity", "round_robin")
-TOPICS = ["card payments", "transfers", "exchange rates", "top-ups", "refunds", "fees", "PINs"]
-QUESTIONS = [
-    "Why was my card declined yesterday?",
-    "How long does a transfer to another bank take?",
-    "Can I change the currency of my account?",
-    "What fee do I pay for a top-up by card?",
-    "My refund has not arrived, what should I do?",
-    "How do I reset my PIN?",
-    "Is there a limit on cash withdrawals?",
-]
 
 
 @dataclass
@@ -67,30 +65,13 @@ class Phase:
     engines: Counter[str] = field(default_factory=Counter)
     hits: float = 0.0
     queries: float = 0.0
+    reasons: Counter[str] = field(default_factory=Counter)  # the balancer's, e.g. spill
     errors: int = 0
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # the measured part (after the warm-up)
 
     @property
     def hit_ratio(self) -> float:
         return self.hits / self.queries if self.queries else 0.0
-
-
-def system_prompt(nonce: str, words: int) -> str:
-    rng = random.Random(nonce)
-    policy = " ".join(
-        f"Rule {i}: when the customer asks about {rng.choice(TOPICS)}, answer in one sentence."
-        for i in range(max(1, words // 14))
-    )
-    return f"[{nonce}] You are the support assistant of Example Bank. {policy}"
-
-
-def profile(nonce: str, session: int, words: int) -> str:
-    rng = random.Random(f"{nonce}-{session}")
-    facts = " ".join(
-        f"Fact {i}: the customer used {rng.choice(TOPICS)} on day {rng.randint(1, 28)}."
-        for i in range(max(1, words // 11))
-    )
-    return f"[{nonce}] I am customer #{session}. {facts}"
 
 
 # -- engines ---------------------------------------------------------------------------------
@@ -156,36 +137,73 @@ async def prefix_counters(client: httpx.AsyncClient, urls: list[str]) -> tuple[f
 
 
 async def run_phase(
-    strategy: str, urls: list[str], model: str, args: argparse.Namespace, nonce: str
+    strategy: str,
+    urls: list[str],
+    model: str,
+    args: argparse.Namespace,
+    nonce: str,
+    schedule: str | None = None,
 ) -> Phase:
+    """One strategy's phase. ``schedule`` seeds the arrival and think times (the same for
+    every strategy of a round); ``nonce`` makes the prompts the phase's own."""
     phase = Phase(strategy)
+    rate = float(getattr(args, "arrival_rate", 0.0) or 0.0)
+    warmup_s = float(getattr(args, "warmup_s", 0.0) or 0.0)
+    starts = workload.arrivals(args.sessions, rate, schedule or nonce) if rate else None
+    thinks = workload.think_times(
+        args.sessions, args.turns, float(getattr(args, "think_s", 0.0) or 0.0), schedule or nonce
+    )
     routing = RoutingConfig(balancer=balancer_for(strategy))
     configs = [BackendConfig(url=u, models=[model], max_in_flight=64) for u in urls]
     timeouts = TimeoutConfig(first_byte_s=300, idle_stream_s=300)
-    async with httpx.AsyncClient(trust_env=False, timeout=300) as client:
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+    async with httpx.AsyncClient(trust_env=False, timeout=300, limits=limits) as client:
         pool = BackendPool(configs, client, probe_interval_s=5, routing=routing)
         async with pool:
             upstream = Upstream(pool, client, timeouts, routing)
-            before = await prefix_counters(client, urls)
-            system = system_prompt(nonce, args.system_words)
-            gate = asyncio.Semaphore(args.concurrency)
+            system = workload.system_prompt(nonce, args.system_words)
+            gate = contextlib.nullcontext() if starts else asyncio.Semaphore(args.concurrency)
             started = time.perf_counter()
+            measured_from = started + warmup_s
+            before = await prefix_counters(client, urls)
+
+            async def mark() -> tuple[float, float]:
+                await asyncio.sleep(warmup_s)
+                return await prefix_counters(client, urls)
+
+            marker = asyncio.create_task(mark()) if warmup_s else None
 
             async def conversation(session: int) -> None:
+                if starts:
+                    await asyncio.sleep(max(0.0, started + starts[session] - time.perf_counter()))
                 messages: list[dict[str, str]] = [
                     {"role": "system", "content": system},
-                    {"role": "user", "content": profile(nonce, session, args.profile_words)},
+                    {
+                        "role": "user",
+                        "content": workload.profile(nonce, session, args.profile_words),
+                    },
                 ]
                 for turn in range(args.turns):
                     if turn:
-                        question = QUESTIONS[(session + turn) % len(QUESTIONS)]
-                        messages.append({"role": "user", "content": question})
+                        messages.append(
+                            {"role": "user", "content": workload.question(session, turn)}
+                        )
+                        if starts:
+                            await asyncio.sleep(thinks[session][turn])
                     async with gate:
-                        answer = await one_request(upstream, model, messages, args, phase)
+                        measured = time.perf_counter() >= measured_from
+                        answer = await one_request(upstream, model, messages, args, phase, measured)
                     messages.append({"role": "assistant", "content": answer})
 
             await asyncio.gather(*(conversation(s) for s in range(args.sessions)))
-            phase.wall_s = time.perf_counter() - started
+            ended = time.perf_counter()
+            if marker is not None and marker.done():
+                before = marker.result()
+            elif marker is not None:  # a phase shorter than its warm-up: nothing measured
+                marker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await marker
+            phase.wall_s = max(0.0, ended - measured_from)
             after = await prefix_counters(client, urls)
     phase.hits, phase.queries = after[0] - before[0], after[1] - before[1]
     return phase
@@ -197,7 +215,9 @@ async def one_request(
     messages: list[dict[str, str]],
     args: argparse.Namespace,
     phase: Phase,
+    measured: bool = True,
 ) -> str:
+    """One streamed request; its TTFT, engine and route count only when ``measured``."""
     body: dict[str, Any] = {
         "model": model,
         "messages": list(messages),
@@ -212,9 +232,11 @@ async def one_request(
         opened = await upstream.stream("/v1/chat/completions", body, model)
     except Exception as exc:  # counted, not fatal: the table shows it
         print(f"request failed: {exc}", file=sys.stderr)
-        phase.errors += 1
+        phase.errors += measured
         return "(no answer)"
-    phase.engines[opened.backend.url] += 1
+    if measured:
+        phase.engines[opened.backend.url] += 1
+        phase.reasons[opened.route.reason] += 1
     try:
         async for data in opened.events():
             if data == b"[DONE]":
@@ -227,7 +249,7 @@ async def one_request(
                 pieces.append(text)
     finally:
         await opened.aclose()
-    if first is not None:
+    if first is not None and measured:
         phase.ttft_s.append(first - sent)
     return "".join(pieces) or "(empty)"
 
@@ -259,16 +281,17 @@ def percentile(values: list[float], q: float) -> float:
 
 def table(phases: list[Phase]) -> str:
     head = (
-        f"{'strategy':<28} {'requests':>8} {'errors':>6} {'TTFT p50':>9} {'TTFT p99':>9} "
-        f"{'prefix hit':>10} {'wall':>7}  engine split"
+        f"{'strategy':<32} {'requests':>8} {'errors':>6} {'TTFT p50':>9} {'TTFT p99':>9} "
+        f"{'prefix hit':>10} {'req/s':>6}  engine split  (spilled)"
     )
     lines = [head, "-" * len(head)]
     for p in phases:
         split = " / ".join(str(n) for _, n in sorted(p.engines.items()))
+        rate = len(p.ttft_s) / p.wall_s if p.wall_s else 0.0
         lines.append(
-            f"{p.strategy:<28} {len(p.ttft_s):>8} {p.errors:>6} "
+            f"{p.strategy:<32} {len(p.ttft_s):>8} {p.errors:>6} "
             f"{percentile(p.ttft_s, 50):>8.3f}s {percentile(p.ttft_s, 99):>8.3f}s "
-            f"{p.hit_ratio:>9.1%} {p.wall_s:>6.1f}s  {split}"
+            f"{p.hit_ratio:>9.1%} {rate:>6.1f}  {split}  ({p.reasons.get('spill', 0)})"
         )
     return "\n".join(lines)
 
@@ -283,7 +306,9 @@ def phase_result(p: Phase) -> dict[str, Any]:
         "ttft_p99_s": percentile(p.ttft_s, 99),
         "prefix_cache_hit_ratio": p.hit_ratio,
         "engines": dict(p.engines),
+        "route_reasons": dict(p.reasons),
         "wall_s": p.wall_s,
+        "requests_per_s": len(p.ttft_s) / p.wall_s if p.wall_s else 0.0,
     }
 
 
@@ -293,6 +318,7 @@ def merge(phases: list[Phase], order: tuple[str, ...] = STRATEGIES) -> list[Phas
         m = merged.setdefault(p.strategy, Phase(p.strategy))
         m.ttft_s += p.ttft_s
         m.engines += p.engines
+        m.reasons += p.reasons
         m.hits += p.hits
         m.queries += p.queries
         m.errors += p.errors
@@ -309,7 +335,8 @@ async def bench(urls: list[str], args: argparse.Namespace) -> list[Phase]:
         for strategy in order:
             nonce = f"{args.seed}-{rnd}-{strategy}"
             print(f"round {rnd + 1}/{args.rounds}: {strategy} ...", flush=True)
-            phases.append(await run_phase(strategy, urls, model, args, nonce))
+            schedule = f"{args.seed}-{rnd}"
+            phases.append(await run_phase(strategy, urls, model, args, nonce, schedule))
     return merge(phases, strategies)
 
 
@@ -321,7 +348,15 @@ def main() -> None:
     parser.add_argument("--base-port", type=int, default=8311)
     parser.add_argument("--sessions", type=int, default=8, help="conversations per phase")
     parser.add_argument("--turns", type=int, default=3, help="requests per conversation")
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=4, help="closed loop: in flight")
+    parser.add_argument(
+        "--arrival-rate",
+        type=float,
+        default=0.0,
+        help="open loop: conversations started per second (Poisson); 0: closed loop",
+    )
+    parser.add_argument("--think-s", type=float, default=1.0, help="open loop: mean think time")
+    parser.add_argument("--warmup-s", type=float, default=0.0, help="left out of the numbers")
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--system-words", type=int, default=250)
     parser.add_argument("--profile-words", type=int, default=150)
@@ -342,9 +377,14 @@ def main() -> None:
         with started_engines(2, args.model, args.base_port) as urls:
             phases = asyncio.run(bench(urls, args))
     print()
+    load = (
+        f"open loop {args.arrival_rate}/s, think {args.think_s} s"
+        if args.arrival_rate
+        else f"concurrency {args.concurrency}"
+    )
     print(
-        f"{args.sessions} conversations x {args.turns} turns, concurrency {args.concurrency}, "
-        f"max_tokens {args.max_tokens}, {args.rounds} round(s), 2 engines"
+        f"{args.sessions} conversations x {args.turns} turns, {load}, max_tokens "
+        f"{args.max_tokens}, {args.rounds} round(s), {len(args.engine) or 2} engines"
     )
     print(table(phases))
     if args.json:

@@ -12,9 +12,11 @@ load generator (made for the lent GPU machine; runs on a CPU pool too).
 3. overhead: misses through the gateway vs the same kind of request straight to the engines,
    at 1 and 32 concurrent streams, JSON (latency) and SSE (TTFT), same request parameters as
    the hits (load/miss_overhead.py).
-4. affinity: prefix affinity vs round robin on the pool's engines (load/bench_affinity.py's
-   phases), once with a working set that fits every engine's KV cache and once with one that
-   fits only when each engine sees half of the sessions.
+   overhead_speculative: the same against a second gateway with ``cache.speculative_miss`` on
+   (the engine request starts beside the semantic lookup), on questions neither side has seen.
+4. affinity: prefix affinity (as it was, and with bounded loads) vs round robin on the pool's
+   engines (load/bench_affinity.py's phases), open loop, with a working set that fits an
+   engine's KV cache only when the engine sees its own share of the conversations.
 
 The report is rewritten after every section (a run cut short keeps what it measured); a
 markdown summary goes to stdout at the end. ``--budget-s`` skips the sections that would start
@@ -48,13 +50,34 @@ from load.miss_overhead import compare
 from load.stats import loadavg
 
 ADMIN = "bench-admin"
-SECTIONS = ("hit_miss", "overhead", "affinity")
-# Affinity workloads, sized against a KV cache of 65 536 tokens per engine (pool-h200-stack):
-# a session's own prefix is ~1 250 tokens (system prompt ~510 shared, profile ~1 130, turns).
+SECTIONS = ("hit_miss", "overhead", "overhead_speculative", "affinity")
+# The affinity workload (docs/gpu.md, "Sizing the affinity run"), per engine so that it keeps
+# its meaning on a pool of 2 or 4 engines, each with a KV cache of 65 536 tokens
+# (pool-h200-stack*.yaml): open loop, 7 conversations a second per engine, 4 turns 0.5 s apart
+# (think time); a conversation's prompt is ~2 700 tokens, ~2 300 of them its own (profile), ~260
+# the shared system prompt. About 7 x 4 x 0.6 s = 17 conversations are open per engine: ~45 k
+# tokens, which fits an engine that sees only its own conversations (affinity) but not one that
+# sees everyone's (round robin: 2 x or 4 x that).
 WORKLOADS: dict[str, dict[str, Any]] = {
-    "fits": {"sessions": 16, "turns": 4, "concurrency": 8},
-    "pressure": {"sessions": 72, "turns": 4, "concurrency": 16},
+    "pressure": {
+        "sessions_per_engine": 210,
+        "rate_per_engine": 7.0,
+        "turns": 4,
+        "think_s": 0.5,
+        "warmup_s": 5.0,
+        "system_words": 200,
+        "profile_words": 1600,
+    },
 }
+# Side by side: the baseline, affinity as it was (no spill before overload), bounded loads as
+# configured by default (floor 8: at this load an engine seldom runs 8, so it seldom spills) and
+# with a floor of 2 (spills at small imbalances: what moving conversations costs and buys).
+AFFINITY_STRATEGIES = [
+    "round_robin",
+    "affinity:load_bound=null",
+    "affinity",
+    "affinity:load_bound_floor=2",
+]
 
 
 def versions() -> dict[str, str]:
@@ -128,6 +151,16 @@ async def run_overhead(
     return out
 
 
+def speculative_counters(metrics: str) -> dict[str, float]:
+    """The gateway's ``gateway_speculative_*`` samples (did it speculate, how often aborted)."""
+    out: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith("gateway_speculative_") and " " in line:
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
 def embedder() -> EmbedderConfig:
     """The gateway's default embedder (ONNX, exported here once, so the gateway finds the
     export in the shared cache), or torch where the export fails on this machine's torch."""
@@ -152,44 +185,82 @@ async def gateway_sections(
     config = embedder()
     settings = {"GATEWAY_LOG_LEVEL": "warning", "GATEWAY_CACHE__EMBEDDER__BACKEND": config.backend}
     report["embedder_backend"] = config.backend
-    with stack.gateway(engines, admin_key=ADMIN, tokenizer=args.tokenizer, settings=settings) as gw:
-        report["gateway"] = {"url": gw, "started_after_s": round(time.monotonic() - t0, 1)}
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-            if "hit_miss" in args.sections and _time_left(args, t0):
-                semantic = semantic_texts(parts.seed, parts.tune, config)
-                print(f"[stack] hits ({len(semantic)} semantic texts) ...", file=sys.stderr)
-                report["hit_miss"] = await bench_gateway(
-                    http, gw, pool.model, parts.seed, semantic, args.n1, args.n32
-                )
-                save(report, args.out)
-            if "overhead" in args.sections and _time_left(args, t0):
-                report["overhead"] = await run_overhead(
-                    http, gw, pool.urls, pool.model, misses, args
-                )
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        if {"hit_miss", "overhead"} & set(args.sections):
+            with stack.gateway(
+                engines, admin_key=ADMIN, tokenizer=args.tokenizer, settings=settings
+            ) as gw:
+                report["gateway"] = {"url": gw, "started_after_s": round(time.monotonic() - t0, 1)}
+                if "hit_miss" in args.sections and _time_left(args, t0):
+                    semantic = semantic_texts(parts.seed, parts.tune, config)
+                    print(f"[stack] hits ({len(semantic)} semantic texts) ...", file=sys.stderr)
+                    report["hit_miss"] = await bench_gateway(
+                        http, gw, pool.model, parts.seed, semantic, args.n1, args.n32
+                    )
+                    save(report, args.out)
+                if "overhead" in args.sections and _time_left(args, t0):
+                    report["overhead"] = await run_overhead(
+                        http, gw, pool.urls, pool.model, misses, args
+                    )
+                    save(report, args.out)
+        if "overhead_speculative" in args.sections and _time_left(args, t0):
+            # A fresh gateway (empty cache); tune's questions reached no engine in the sections
+            # above (its paraphrases were asked only-if-cached), so they are misses here too.
+            fresh = [row.text for row in parts.tune]
+            random.Random(1).shuffle(fresh)
+            speculative = {**settings, "GATEWAY_CACHE__SPECULATIVE_MISS": "true"}
+            with stack.gateway(
+                engines, admin_key=ADMIN, tokenizer=args.tokenizer, settings=speculative
+            ) as gw:
+                out = await run_overhead(http, gw, pool.urls, pool.model, fresh, args)
+                async with http.get(f"{gw}/metrics") as resp:
+                    out["metrics"] = speculative_counters(await resp.text())
+                report["overhead_speculative"] = out
                 save(report, args.out)
 
 
-def run_affinity(urls: list[str], model: str, args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def affinity_args(
+    name: str, sizes: dict[str, Any], engines: int, model: str, args: argparse.Namespace
+) -> argparse.Namespace:
+    """bench_affinity's arguments for one workload: ``*_per_engine`` sizes scale with the pool,
+    the rest (sessions, concurrency, arrival_rate, think_s, ...) passes through."""
+    sizes = dict(sizes)
+    if "sessions_per_engine" in sizes:
+        sizes["sessions"] = int(sizes.pop("sessions_per_engine")) * engines
+    if "rate_per_engine" in sizes:
+        sizes["arrival_rate"] = float(sizes.pop("rate_per_engine")) * engines
+    fields: dict[str, Any] = {
+        "served_model": model,
+        "max_tokens": 16,
+        "system_words": args.system_words,
+        "profile_words": args.profile_words,
+        "rounds": args.affinity_rounds,
+        "strategy": args.strategy or AFFINITY_STRATEGIES,
+        "concurrency": 16,
+        "arrival_rate": 0.0,
+        "think_s": 0.0,
+        "warmup_s": 0.0,
+        "seed": f"{name}-{int(time.time())}",
+    }
+    return argparse.Namespace(**{**fields, **sizes})
+
+
+def run_affinity(
+    urls: list[str], model: str, args: argparse.Namespace, report: dict[str, Any]
+) -> dict[str, Any]:
+    out: dict[str, Any] = report.setdefault("affinity", {})
     workloads = json.loads(args.affinity_workloads) if args.affinity_workloads else WORKLOADS
     for name, sizes in workloads.items():
-        ns = argparse.Namespace(
-            served_model=model,
-            max_tokens=16,
-            system_words=args.system_words,
-            profile_words=args.profile_words,
-            rounds=args.affinity_rounds,
-            strategy=args.strategy,
-            seed=f"{name}-{int(time.time())}",
-            **sizes,
-        )
-        print(f"[stack] affinity {name} ...", file=sys.stderr, flush=True)
+        ns = affinity_args(name, sizes, len(urls), model, args)
+        print(f"[stack] affinity {name}: {vars(ns)} ...", file=sys.stderr, flush=True)
         phases = asyncio.run(bench_affinity.bench(urls, ns))
         out[name] = {
             "args": {k: v for k, v in vars(ns).items() if k != "seed"},
+            "engines": len(urls),
             "results": [bench_affinity.phase_result(p) for p in phases],
         }
         print(bench_affinity.table(phases), file=sys.stderr, flush=True)
+        save(report, args.out)  # a run cut short keeps the workloads it finished
     return out
 
 
@@ -223,8 +294,18 @@ def main(argv: list[str] | None = None) -> int:
     add("--per-block-1", type=int, default=15, help="overhead: requests per block, 1 stream")
     add("--per-block-32", type=int, default=128, help="overhead: requests per block, 32 streams")
     add("--affinity-rounds", type=int, default=2)
-    add("--affinity-workloads", help='JSON: {"name": {"sessions", "turns", "concurrency"}}')
-    add("--strategy", action="append", help="affinity: strategy or variant, repeatable")
+    add(
+        "--affinity-workloads",
+        help='JSON: {"name": {"sessions" or "sessions_per_engine", "turns", "concurrency" (closed '
+        'loop) or "arrival_rate" / "rate_per_engine", "think_s", "warmup_s" (open loop), ...}}',
+    )
+    add(
+        "--strategy",
+        action="append",
+        help="affinity: strategy or variant, repeatable (default: "
+        + " ".join(AFFINITY_STRATEGIES)
+        + ")",
+    )
     add("--system-words", type=int, default=400, help="affinity: shared system prompt")
     add("--profile-words", type=int, default=800, help="affinity: each session's own profile")
     add("--budget-s", type=float, default=1e9, help="start no section after this many seconds")
@@ -254,10 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[stack] pool ready: {pool.urls} (reused: {pool.reused})", file=sys.stderr, flush=True)
     save(report, args.out)
     try:
-        if {"hit_miss", "overhead"} & set(args.sections):
+        if {"hit_miss", "overhead", "overhead_speculative"} & set(args.sections):
             asyncio.run(gateway_sections(pool, args, report, t0))
         if "affinity" in args.sections and _time_left(args, t0):
-            report["affinity"] = run_affinity(pool.urls, pool.model, args)
+            run_affinity(pool.urls, pool.model, args, report)
         report["engine_counters"] = asyncio.run(engine_counters(pool.urls))
     finally:
         report["loadavg_end"] = loadavg()

@@ -90,12 +90,12 @@ async def hits(
 
 
 async def engine_calls(http: aiohttp.ClientSession, urls: Sequence[str]) -> int:
-    """Engine calls the replicas made for cacheable misses (shared flights led or led alone)."""
+    """Engine calls the replicas made for cacheable misses (flights led, taken over or alone)."""
     calls = 0
     for url in urls:
         async with http.get(f"{url}/admin/cache/stats", headers=AUTH) as resp:
             flights = (await resp.json())["shared_flights"]
-            calls += flights["led"] + flights["alone"]
+            calls += flights["led"] + flights["took_over"] + flights["alone"]
     return calls
 
 

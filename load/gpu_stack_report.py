@@ -41,9 +41,14 @@ def hit_miss(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def overhead(report: dict[str, Any]) -> list[str]:
-    over = report.get("overhead") or {}
+def overhead(report: dict[str, Any], section: str = "overhead") -> list[str]:
+    """The miss-overhead table of ``section`` (``overhead``, or ``overhead_speculative``: a
+    gateway with speculative misses on); nothing when the run has no such section."""
+    over = report.get(section) or {}
+    if not over:
+        return []
     lines = [
+        f"{section}:",
         "| streams | measure | gateway p50 / p99 | engines direct p50 / p99 | added p50 / p99 "
         "| gateway replies (x-cache) |",
         "| ---: | --- | ---: | ---: | ---: | --- |",
@@ -68,18 +73,22 @@ def overhead(report: dict[str, Any]) -> list[str]:
 def affinity(report: dict[str, Any]) -> list[str]:
     lines = [
         "| working set | strategy | requests | TTFT p50 | TTFT p99 | prefix-cache hits "
-        "| wall | engine split |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| wall | requests/s | spilled | engine split |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for name, block in (report.get("affinity") or {}).items():
         args = block["args"]
-        label = f"{name} ({args['sessions']} sessions x {args['turns']} turns)"
+        label = f"{name} ({args['sessions']} sessions x {args['turns']} turns"
+        if args.get("arrival_rate"):
+            label += f", {args['arrival_rate']:g}/s open loop, think {args.get('think_s', 0):g} s"
+        label += ")"
         for r in block["results"]:
             split = " / ".join(str(n) for _, n in sorted(r["engines"].items()))
+            spilled = (r.get("route_reasons") or {}).get("spill", 0)
             lines.append(
                 f"| {label} | {r['strategy']} | {r['requests']} | {1000 * r['ttft_p50_s']:.1f} ms "
                 f"| {1000 * r['ttft_p99_s']:.1f} ms | {r['prefix_cache_hit_ratio']:.1%} "
-                f"| {r['wall_s']:.1f} s | {split} |"
+                f"| {r['wall_s']:.1f} s | {r.get('requests_per_s', 0):.1f} | {spilled} | {split} |"
             )
     return lines
 
@@ -92,7 +101,15 @@ def markdown(report: dict[str, Any]) -> str:
         f"(reused: {pool.get('reused')}); engines: {pool.get('engines')}",
         "",
     ]
-    parts = [hit_miss(report), [""], overhead(report), [""], affinity(report)]
+    parts = [
+        hit_miss(report),
+        [""],
+        overhead(report),
+        [""],
+        overhead(report, "overhead_speculative"),
+        [""],
+        affinity(report),
+    ]
     return "\n".join(head + [line for part in parts for line in part])
 
 

@@ -65,7 +65,12 @@ if [ "$cmd" = stack ]; then
     --label "H200, vLLM 0.26.0, SmolLM2-135M AWQ W4A16, 2 engines + gateway + load" \
     --out "$OUT/gpu-h200-stack.json" ${STACK_ARGS:-} > "$OUT/stack.log" 2>&1 || rc=$?
   tail -c 6000 "$OUT/stack.log"
-  for f in /tmp/pool/logs/*.log; do tail -c 2000000 "$f" > "$OUT/$(basename "$f")"; done
+  for f in /tmp/pool/logs/*.log; do
+    if [ -f "$f" ]; then tail -c 2000000 "$f" > "$OUT/$(basename "$f")"; fi
+  done
+  for f in /tmp/pool4/logs/*.log; do  # the four-engine pool (pool-h200-stack4.yaml)
+    if [ -f "$f" ]; then tail -c 2000000 "$f" > "$OUT/pool4-$(basename "$f")"; fi
+  done
   exit "${rc:-0}"
 fi
 

@@ -32,6 +32,7 @@ from gateway.auth import Caller
 from gateway.cache.control import InvalidCacheControl, parse_cache_control
 from gateway.cache.entry import CachedAnswer, LookupResult
 from gateway.cache.policy import CacheQuery
+from gateway.cancellation import raise_if_cancelled
 from gateway.errors import InvalidRequest, NotCached
 from gateway.observability import REQUEST_STARTED, annotate, prompt_preview
 from gateway.routing.budget import Budgeted
@@ -235,6 +236,7 @@ async def _start(
             attempt.sent = True
 
     try:
+        raise_if_cancelled()  # withdrawn while the limiter's Redis answered: gateway/cancellation
         if not fmt.stream:
 
             async def answer(meta: dict[str, Any]) -> AsyncIterator[Any]:

@@ -183,9 +183,7 @@ class CacheConfig(BaseModel):
         "only when the engine the request would go to has headroom (speculative_max_load). "
         "Off (the default): the semantic tier answers first, the engine is asked only after it "
         "missed. On a CPU machine whose engine shares the gateway's cores it made semantic hits "
-        "~2x slower and misses no faster (docs/benchmarks.md); it is meant for GPU engines. "
-        "Not with flights shared across replicas (routing.shared_flight, on with a Redis): a "
-        "withdrawn request that leads a shared flight was seen running to its end.",
+        "~2x slower and misses no faster (docs/benchmarks.md); it is meant for GPU engines.",
     )
     speculative_max_load: float = Field(
         default=0.5,

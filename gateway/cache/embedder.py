@@ -24,7 +24,7 @@ import numpy as np
 
 from gateway.background import stop_task
 from gateway.cache.config import EmbedderConfig
-from gateway.cache.encoders import Embedding, Encoder, load_encoder
+from gateway.cache.encoders import Embedding, Encoder, load_encoder, model_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class Embedder:
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: dict[str, asyncio.Future[Embedding]] = {}
         self._memo: OrderedDict[str, Embedding] = OrderedDict()
+        self._model_id: str | None = None
         self.stats = EmbedderStats()
 
     @property
@@ -84,6 +85,15 @@ class Embedder:
     def dim(self) -> int:
         return self._require_encoder().dim
 
+    @property
+    def model_id(self) -> str:
+        """ "" for the default model, else a digest of the configured model folder's files: part
+        of every cache scope, so entries are only compared with vectors of the same model."""
+        if self._model_id is None:
+            path = self.config.model_path
+            self._model_id = model_fingerprint(path) if path is not None else ""
+        return self._model_id
+
     async def start(self) -> None:
         """Load the model (once per Embedder, in a thread) and start the batcher."""
         if self.started:
@@ -96,6 +106,8 @@ class Embedder:
             log.info(
                 "embedder %s loaded in %.1f s", self._encoder.name, time.perf_counter() - started
             )
+        # Hashing a model folder's weights takes a moment: not on the event loop.
+        await asyncio.get_running_loop().run_in_executor(self._executor, lambda: self.model_id)
         self._queue = asyncio.Queue()
         self._task = asyncio.create_task(self._batcher(), name="embedder-batcher")
 

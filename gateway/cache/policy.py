@@ -10,6 +10,9 @@ floats written as integers, text Unicode NFC) made of:
 - ``kind``: chat completion, text completion or Responses API response; their prompts (and
   how engines render them) are not interchangeable.
 - ``model``: another model gives another answer.
+- ``embedder``: the id of the embedding model, when it is not the default one
+  (``cache.embedder.model_path``): an index is only ever searched with the model that built it,
+  so another model (a fine-tune, say) starts its own entries.
 - chat: every message before the last one, in order, with all their fields: the system and
   developer prompts and all earlier turns (user, assistant, tool calls and tool results). The
   same question means something else after another conversation. A text-only content list is
@@ -108,8 +111,10 @@ def cache_query(
     control: CacheControl,
     *,
     allow_tools: bool = False,
+    embedder: str = "",
 ) -> CacheQuery | None:
-    """The cache view of a request body, or None when the cache must stay out of it."""
+    """The cache view of a request body, or None when the cache must stay out of it.
+    ``embedder``: the embedding model's id ("" for the default model)."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         return None
@@ -152,6 +157,8 @@ def cache_query(
         "context": context,
         "params": params,
     }
+    if embedder:
+        scope_doc["embedder"] = embedder
     digest = _digest(_canonical_json(scope_doc))
     scope = f"{control.namespace}:{digest}"
     exact_key = _digest(f"{scope}\n{text}")

@@ -119,7 +119,14 @@ class SemanticCache:
         self, kind: Kind, body: Mapping[str, Any], tenant: str, control: CacheControl
     ) -> CacheQuery | None:
         """cache_query with this cache's settings (tool caching on or off)."""
-        return cache_query(kind, body, tenant, control, allow_tools=self.config.cache_tool_requests)
+        return cache_query(
+            kind,
+            body,
+            tenant,
+            control,
+            allow_tools=self.config.cache_tool_requests,
+            embedder=self.embedder.model_id,
+        )
 
     def threshold_for(self, q: CacheQuery) -> float:
         return self.config.threshold_for(q.model, q.namespace, q.control.threshold)
@@ -238,6 +245,7 @@ class SemanticCache:
             ttl_s=ttl_s,
             allow_tools=self.config.cache_tool_requests,
             now=self._clock(),
+            embedder=self.embedder.model_id,
         )
         # Vectors are kept for calibration only when this warm-up is calibrated (calibration.py).
         target = calibration_target(self.config, model, namespace)

@@ -35,6 +35,7 @@ def plan_warm(
     ttl_s: float | None,
     allow_tools: bool,
     now: float,
+    embedder: str = "",
 ) -> list[WarmItem]:
     """Every entry as a cache query and answer; ValueError names the first invalid entry."""
     if not NAMESPACE_RE.match(namespace):
@@ -60,7 +61,7 @@ def plan_warm(
         kind: Kind = "completion" if "prompt" in item else "chat"
         field = "prompt" if kind == "completion" else "messages"
         body = {**(params or {}), **extra, "model": model, field: item.get(field)}
-        query = cache_query(kind, body, tenant, control, allow_tools=allow_tools)
+        query = cache_query(kind, body, tenant, control, allow_tools=allow_tools, embedder=embedder)
         if query is None:
             raise ValueError(
                 f"entry {index}: not cacheable (needs messages ending with a user text message, "

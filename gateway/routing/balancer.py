@@ -2,6 +2,9 @@
 
 affinity      the request's prefix key went to its rendezvous-preferred engine among the
               routable ones (a removed or open engine's keys go to their next choice)
+spill         the preferred engine carried more than its bounded share of the load
+              (``load_bound``): the key went to the next engine in its rendezvous order that
+              did not, so a spilled conversation always lands on the same second choice
 least-loaded  the request had no affinity key (or the strategy is least_loaded)
 fallback      the preferred engine was overloaded, or this is a retry after a failure:
               the least-loaded engine with room took it
@@ -13,6 +16,7 @@ Never an engine whose in-flight count reached its max_in_flight; ``None`` when n
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -23,7 +27,7 @@ from gateway.routing.backends import Backend, BackendPool
 from gateway.routing.config import BalancerConfig
 from gateway.routing.engine_metrics import EngineLoad
 
-Reason = Literal["affinity", "least-loaded", "fallback", "round-robin"]
+Reason = Literal["affinity", "spill", "least-loaded", "fallback", "round-robin"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,25 @@ class Balancer:
         load = self._fresh_load(backend)
         return load is None or not load.waiting
 
+    def queue_load(self, backend: Backend) -> float:
+        """Requests at the engine: this gateway's in flight plus vLLM's waiting queue by a
+        fresh scrape (other clients' requests show up there too)."""
+        load = self._fresh_load(backend)
+        return backend.in_flight + ((load.waiting or 0.0) if load is not None else 0.0)
+
+    def within_bound(self, backend: Backend, routable: list[Backend]) -> bool:
+        """Consistent hashing with bounded loads (Mirrokni et al.): with the new request
+        counted, an engine may carry at most ceil(load_bound x its weighted share of the total
+        load), and never has to give keys away below ``load_bound_floor``. Keys move only as
+        far as the next engine in their rendezvous order, so they still gather somewhere."""
+        bound = self._cfg.load_bound
+        own = self.queue_load(backend)
+        if bound is None or own < self._cfg.load_bound_floor:
+            return True
+        total = sum(self.queue_load(b) for b in routable) + 1.0
+        weights = sum(b.config.weight for b in routable) or 1.0
+        return own + 1.0 <= math.ceil(bound * total * backend.config.weight / weights)
+
     def _fresh_load(self, backend: Backend) -> EngineLoad | None:
         load = backend.load
         if load is None or time.monotonic() - load.at > self._cfg.metrics_max_age_s:
@@ -105,8 +128,15 @@ class Balancer:
             by_url = {b.url: b for b in routable}
             ranked = rendezvous_rank(key, [(u, b.config.weight) for u, b in by_url.items()])
             preferred = by_url[ranked[0]]
-            if preferred.has_room() and not self.overloaded(preferred):
-                return RouteDecision(preferred, "affinity", key)
+            if self._cfg.load_bound is None:
+                if preferred.has_room() and not self.overloaded(preferred):
+                    return RouteDecision(preferred, "affinity", key)
+                return RouteDecision(self._least_loaded(usable), "fallback", key)
+            for rank, url in enumerate(ranked):
+                backend = by_url[url]
+                fits = backend.has_room() and not self.overloaded(backend)
+                if fits and self.within_bound(backend, routable):
+                    return RouteDecision(backend, "spill" if rank else "affinity", key)
             return RouteDecision(self._least_loaded(usable), "fallback", key)
         reason: Reason = "fallback" if retry else "least-loaded"
         return RouteDecision(self._least_loaded(usable), reason, key)

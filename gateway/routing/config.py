@@ -52,6 +52,22 @@ class BalancerConfig(BaseModel):
     affinity_user_turns: int = Field(
         default=1, ge=1, description="Chat: leading messages up to this many user turns."
     )
+    load_bound: float | None = Field(
+        default=1.25,
+        ge=1.0,
+        description="Bounded-load affinity: an engine takes a key while its load (requests in "
+        "flight plus vLLM's waiting queue), counting the new request, stays within this many "
+        "times its weighted share of the load over the routable engines; else the key goes to "
+        "its next engine in rendezvous order. None: the preferred engine keeps its keys until "
+        "it is overloaded.",
+    )
+    load_bound_floor: int = Field(
+        default=8,
+        ge=1,
+        description="Bounded-load affinity never moves a key off an engine running fewer than "
+        "this many requests: vLLM batches a few at almost no cost, a moved conversation "
+        "pays a prefill.",
+    )
     overload_in_flight_ratio: float = Field(
         default=0.8, gt=0, le=1, description="in_flight / max_in_flight that counts as overloaded."
     )

@@ -34,10 +34,14 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway.cancellation import raise_if_cancelled
 from gateway.redis_connect import RedisClient
 from gateway.routing.coalesce import Producer
 from gateway.routing.config import SharedFlightConfig
@@ -111,10 +115,11 @@ class SharedFlights:
         self._finishing: set[asyncio.Task[None]] = set()
         self._down_until = 0.0
         self._warned_at = -math.inf
-        self.led = 0  # flights this replica led with a lease
-        self.followed = 0  # flights answered by another replica's leader
-        self.took_over = 0  # leases taken after waiting on another leader
-        self.alone = 0  # flights led without Redis (trouble or waited too long)
+        # Each flight counted once, by how it went (exported as gateway_shared_flights_total):
+        self.led = 0  # got the lease at once and called the engine
+        self.took_over = 0  # got the lease after waiting on a leader that died, failed or left
+        self.followed = 0  # answered by another replica's leader
+        self.alone = 0  # called the engine without a lease (Redis trouble, or waited too long)
 
     def wrap(
         self,
@@ -130,7 +135,13 @@ class SharedFlights:
         async def produce(meta: dict[str, Any]) -> AsyncIterator[T]:
             names = self._names(key)
             token = uuid.uuid4().hex
-            stored = await self._await_turn(names, token)
+            try:
+                stored = await self._await_turn(names, token)
+                raise_if_cancelled()  # a cancel redis-py lost as a reply came in
+            except asyncio.CancelledError:
+                if time.monotonic() >= self._down_until:  # a claim may have landed: release it
+                    self._finish_soon(names, token, "")
+                raise
             if isinstance(stored, bytes):
                 self.followed += 1
                 payload = json.loads(stored[1:])
@@ -143,16 +154,22 @@ class SharedFlights:
                 async for event in lead(meta):
                     yield event
                 return
-            self.led += 1
+            if stored == "took_over":
+                self.took_over += 1
+            else:
+                self.led += 1
             async for event in self._lead(names, token, lead, meta, codec, reusable):
                 yield event
 
         return produce
 
     # -- follower --------------------------------------------------------------------------
-    async def _await_turn(self, names: tuple[str, str, str], token: str) -> bytes | bool | None:
-        """The leader's answer (bytes), True when this replica now holds the lease, None when
-        Redis cannot help (lead without a lease)."""
+    async def _await_turn(
+        self, names: tuple[str, str, str], token: str
+    ) -> bytes | Literal["led", "took_over"] | None:
+        """The leader's answer (bytes); 'led' or 'took_over' (after waiting on another
+        leader) when this replica now holds the lease; None when Redis cannot help (lead
+        without a lease)."""
         if time.monotonic() < self._down_until:
             return None
         lease, answer, channel = names
@@ -171,9 +188,7 @@ class SharedFlights:
                 if kind == "answer":
                     return bytes(reply[1])
                 if kind == "lead":
-                    if waited:
-                        self.took_over += 1
-                    return True
+                    return "took_over" if waited else "led"
                 left = deadline - time.monotonic()
                 if left <= 0:
                     log.warning(
@@ -200,8 +215,7 @@ class SharedFlights:
         codec: Codec[T],
         reusable: Callable[[list[T]], bool],
     ) -> AsyncIterator[T]:
-        lease, answer, channel = names
-        renewer = asyncio.create_task(self._keep_lease(lease, token))
+        renewer = asyncio.create_task(self._keep_lease(names[0], token))
         events: list[T] = []
         payload = ""
         try:
@@ -211,12 +225,16 @@ class SharedFlights:
             payload = _payload(events, meta, codec, reusable)
         finally:
             renewer.cancel()
-            ttl_ms = int(self.config.answer_ttl_s * 1000)
-            # Not awaited here: this generator may be closing because its task was cancelled.
-            args = [token, payload, ttl_ms, channel]
-            task = asyncio.create_task(self._quietly(self._finish, [lease, answer], args))
-            self._finishing.add(task)
-            task.add_done_callback(self._finishing.discard)
+            self._finish_soon(names, token, payload)
+
+    def _finish_soon(self, names: tuple[str, str, str], token: str, payload: str) -> None:
+        """Stores the answer ('' = none), drops the lease and wakes the followers, in a task of
+        its own: the caller may be closing because its task was cancelled."""
+        lease, answer, channel = names
+        args = [token, payload, int(self.config.answer_ttl_s * 1000), channel]
+        task = asyncio.create_task(self._quietly(self._finish, [lease, answer], args))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
 
     async def _keep_lease(self, lease: str, token: str) -> None:
         every = self.config.lease_ms / 3000
@@ -257,10 +275,31 @@ class SharedFlights:
     def stats(self) -> dict[str, int]:
         return {
             "led": self.led,
-            "followed": self.followed,
             "took_over": self.took_over,
+            "followed": self.followed,
             "alone": self.alone,
         }
+
+
+class SharedFlightsCollector(Collector):
+    """Exports a SharedFlights' counts at scrape time (register it on the app's registry)."""
+
+    def __init__(self, flights: SharedFlights) -> None:
+        self._flights = flights
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "gateway_shared_flights",
+            "Cacheable misses coordinated with the other replicas through Redis, each counted "
+            "once by role: led (took the lease and called the engine), took_over (took it "
+            "after waiting on a leader that died, failed or left), followed (replayed another "
+            "replica's answer), alone (called the engine without a lease: Redis trouble, or "
+            "waited past max_wait_s). Engine calls = led + took_over + alone.",
+            labels=["role"],
+        )
+        for role, count in self._flights.stats().items():
+            family.add_metric([role], count)
+        yield family
 
 
 async def _next_message(pubsub: Any, wait_s: float) -> None:

@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -19,11 +20,13 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.observability.helpers import scrape
 from tests.reliability.processes import GatewayHandle, gateway_process
 from tests.support.stub_engines import MODEL, FaultEngine, running_fault_engine
 
 ADMIN = "admin-" + uuid.uuid4().hex
 LEASE_MS = 1000
+ROLES = ("led", "took_over", "followed", "alone")
 
 
 def replica_env(engine: FaultEngine, redis_url: str, prefix: str) -> dict[str, str]:
@@ -71,14 +74,25 @@ def content(reply: httpx.Response) -> str:
     return text
 
 
+def shared_flights(urls: list[str]) -> Counter[str]:
+    """gateway_shared_flights_total by role, summed over the replicas' /metrics."""
+    total: Counter[str] = Counter()
+    for url in urls:
+        for role in ROLES:
+            total[role] += int(scrape(url).value("gateway_shared_flights_total", role=role))
+    return total
+
+
 def test_identical_misses_on_two_replicas_make_one_engine_call(
     pair: list[str], stub: FaultEngine
 ) -> None:
     text = f"Where is my card? {uuid.uuid4().hex}"
-    before = stub.calls
+    before, flights = stub.calls, shared_flights(pair)
     with ThreadPoolExecutor(6) as pool:
         replies = list(pool.map(lambda url: ask(url, text), pair * 3))
     assert stub.calls == before + 1
+    # one in-process flight per replica: one led it, the other followed across Redis
+    assert shared_flights(pair) - flights == Counter(led=1, followed=1)
     assert [r.status_code for r in replies] == [200] * 6
     assert len({content(r) for r in replies}) == 1
     assert sum("x-gateway-coalesced" not in r.headers for r in replies) == 1  # the one leader
@@ -175,6 +189,7 @@ def test_a_leader_killed_mid_answer_lets_a_follower_take_over(redis_server: str)
             time.sleep(0.02)
         reply = waiting.result(timeout=30)
         assert reply.status_code == 200
+        assert shared_flights([follower.url]) == Counter(took_over=1)
         assert "Hello from the stub." in "".join(
             json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
             for line in reply.text.splitlines()

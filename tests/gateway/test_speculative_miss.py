@@ -57,7 +57,6 @@ def gateway_url(request: pytest.FixtureRequest, stub: FaultEngine) -> Iterator[s
     if request.param == "redis":
         cache["redis_url"] = request.getfixturevalue("redis_server")
         cache["key_prefix"] = f"spec{uuid.uuid4().hex[:12]}"
-        routing["shared_flight"] = {"enabled": False}  # speculation is off with shared flights
     with running_gateway(
         backends=[BackendConfig(url=stub.url, max_in_flight=2)],
         cache=cache,
@@ -199,18 +198,3 @@ def test_only_if_cached_never_speculates(gateway_url: str, stub: FaultEngine) ->
     reply = ask(gateway_url, f"Never asked {uuid.uuid4()}", False, **only)
     assert reply.status_code == 504
     assert stub.calls == calls
-
-
-def test_no_speculation_when_flights_are_shared_across_replicas(
-    redis_server: str, stub: FaultEngine
-) -> None:
-    cache = {"speculative_miss": True, "redis_url": redis_server, "key_prefix": "spec-shared"}
-    with running_gateway(
-        backends=[BackendConfig(url=stub.url, max_in_flight=2)],
-        cache=cache,
-        auth=auth_settings(),
-        routing={"budget": {"enabled": False}},
-    ) as url:
-        question = f"Shared flights {uuid.uuid4().hex[:8]}?"
-        assert ask(url, question).headers["x-cache"] == "miss"
-        assert not scrape(url).has(SPECULATIVE)

@@ -134,7 +134,9 @@ def pool_of(n: int) -> BackendPool:
 
 def test_balancer_reasons_affinity_fallback_least_loaded() -> None:
     pool = pool_of(3)
-    balancer = Balancer(pool, BalancerConfig(overload_in_flight_ratio=0.8))
+    # load_bound=None: the preferred engine keeps its keys until overloaded, then the least
+    # loaded takes them (bounded loads: tests/routing/test_bounded_load.py)
+    balancer = Balancer(pool, BalancerConfig(overload_in_flight_ratio=0.8, load_bound=None))
     key = affinity_key(MODEL, chat("hello", system=SYSTEM), BalancerConfig())
     assert key is not None
     first = balancer.choose(MODEL, key)
@@ -147,6 +149,9 @@ def test_balancer_reasons_affinity_fallback_least_loaded() -> None:
     others[0].in_flight = 3
     moved = balancer.choose(MODEL, key)
     assert moved is not None and moved.reason == "fallback" and moved.backend is others[1]
+    bounded = Balancer(pool, BalancerConfig(overload_in_flight_ratio=0.8)).choose(MODEL, key)
+    second = rendezvous_rank(key, [(b.url, 1.0) for b in pool.backends])[1]
+    assert bounded is not None and bounded.reason == "spill" and bounded.backend.url == second
 
     preferred.in_flight = 0
     preferred.breaker.force_open("test")  # open circuit: the key goes to its next choice

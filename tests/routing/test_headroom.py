@@ -38,6 +38,8 @@ def test_headroom_is_the_chosen_engines_load_share_and_vllms_queue() -> None:
     route = balancer.choose(MODEL, key)
     assert route is not None
     chosen = route.backend
+    other = next(b for b in pool.backends if b is not chosen)
+    other.in_flight = 3  # busy too: the key stays on its engine (no bounded-load spill)
     assert balancer.headroom(MODEL, key, 0.5)
     chosen.in_flight = 3  # 3 of 8: under half
     assert balancer.headroom(MODEL, key, 0.5)

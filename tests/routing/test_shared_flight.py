@@ -5,15 +5,19 @@ Redis that cannot be reached means leading alone, never an error."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as redis
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.routing.coalesce import Coalescer
 from gateway.routing.config import SharedFlightConfig
-from gateway.routing.shared_flight import BYTES, SharedFlights, flight_key
+from gateway.routing.shared_flight import BYTES, SharedFlights, SharedFlightsCollector, flight_key
 from tests.support.servers import free_port
 
 CONFIG = SharedFlightConfig(lease_ms=600, answer_ttl_s=5, redis_timeout_s=2)
@@ -143,6 +147,15 @@ def test_redis_down_means_leading_alone() -> None:
         assert await collect(dead, "k", engine) == [b"one", b"two", b"three"]
         assert engine.calls == 2 and dead.alone == 2
         assert time.monotonic() - started < 1.5  # the second one does not try Redis again
+        registry = CollectorRegistry()
+        registry.register(SharedFlightsCollector(dead))
+        exported = {
+            s.labels["role"]: s.value
+            for family in text_string_to_metric_families(generate_latest(registry).decode())
+            for s in family.samples
+            if s.name == "gateway_shared_flights_total"
+        }
+        assert exported == {"led": 0, "took_over": 0, "followed": 0, "alone": 2}
 
     asyncio.run(main())
 
@@ -159,5 +172,46 @@ def test_an_answer_that_cannot_be_shared_still_reaches_its_own_clients(redis_ser
         await asyncio.sleep(0.1)
         assert await collect(b, "odd", engine) == [b"one", b"two", b"three"]
         assert engine.calls == 2  # nothing stored: the next one leads (no wait on a lease)
+
+    asyncio.run(main())
+
+
+def test_a_flight_cancelled_as_redis_answers_never_reaches_the_engine(redis_server: str) -> None:
+    """A subscriber that leaves cancels the flight; with the gateway's client settings (a
+    socket_timeout, so redis-py sends through asyncio.wait_for, which on Python 3.11 drops a
+    cancel landing as the reply comes in) the lease claim used to return as if not cancelled
+    and the flight went on to call the engine, with nobody left to abort it."""
+
+    async def main() -> None:
+        client = redis.Redis.from_url(redis_server, socket_timeout=5, socket_connect_timeout=5)
+        config = SharedFlightConfig(lease_ms=60_000, redis_timeout_s=5)  # never expires here
+        prefix = uuid.uuid4().hex
+        flights = SharedFlights(client, config, prefix=prefix)
+        coalescer: Coalescer[bytes] = Coalescer()
+        reached = 0
+
+        async def engine(meta: dict[str, Any]) -> AsyncIterator[bytes]:
+            nonlocal reached
+            reached += 1
+            await asyncio.sleep(3600)  # only a cancel ends it
+            yield b""  # pragma: no cover
+
+        rng = random.Random()
+        cancelled: list[asyncio.Task[None]] = []
+        for i in range(300):
+            sub = coalescer.join(i, flights.wrap(f"k{i}", engine, BYTES))
+            await asyncio.sleep(rng.random() * 0.003)  # somewhere in the claim's round trips
+            assert sub.flight.task is not None
+            cancelled.append(sub.flight.task)
+            await sub.aclose()  # the last subscriber left: the flight is cancelled
+        _, running = await asyncio.wait(cancelled, timeout=10)
+        for task in running:
+            task.cancel()
+        assert not running, f"{len(running)} of 300 went on after their cancel ({reached} ran)"
+        # a lease claimed as the cancel landed is released at once, not left to expire
+        deadline = time.monotonic() + 10
+        while leases := await client.keys(f"{prefix}:flight:*:lease"):
+            assert time.monotonic() < deadline, f"{len(leases)} leases left to expire"
+            await asyncio.sleep(0.05)
 
     asyncio.run(main())

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import httpx
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -56,6 +56,7 @@ class FaultEngine:
     hints: list[str] = field(default_factory=list)
     bodies: list[dict[str, Any]] = field(default_factory=list)
     disconnects: int = 0  # requests whose client hung up before the answer was complete
+    completed: int = 0  # answers generated to their end (JSON returned, stream finished)
 
     def app(self) -> Starlette:
         return Starlette(
@@ -99,7 +100,11 @@ class FaultEngine:
     async def _generate(self, request: Request) -> Response:
         self.calls += 1
         self.hints.append(request.headers.get("x-gateway-route", ""))
-        body = await request.json()
+        try:
+            body = await request.json()
+        except ClientDisconnect:  # hung up while sending the body
+            self.disconnects += 1
+            return Response(status_code=499)
         self.bodies.append(body)
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
@@ -135,6 +140,7 @@ class FaultEngine:
         if body.get("stream"):
             return StreamingResponse(self._stream(chat, mode), media_type="text/event-stream")
         text = "".join(self.words)
+        self.completed += 1
         choice: dict[str, Any] = (
             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
             if chat
@@ -181,6 +187,7 @@ class FaultEngine:
                 await asyncio.sleep(self.chunk_delay_s)
             yield b"data: [DONE]\n\n"
             complete = True
+            self.completed += 1
         finally:
             self.in_flight -= 1
             if not complete and mode == "ok":  # cancelled: the client hung up mid-stream
