@@ -196,12 +196,18 @@ class OnnxEncoder:
             str(self.onnx_path), options, providers=["CPUExecutionProvider"]
         )
         self._tokenizer = _Tokenizer(model_path)
+        self._inputs = _session_inputs(self._session)
         self.dim = int(self._session.get_outputs()[0].shape[-1])
 
     def encode(self, texts: list[str]) -> list[Embedding]:
         inputs, truncated = self._tokenizer(texts)
-        (hidden,) = self._session.run(None, inputs)
+        (hidden,) = self._session.run(None, {k: inputs[k] for k in self._inputs})
         return _embeddings(_mean_pool_normalize(hidden, inputs["attention_mask"]), truncated)
+
+
+def _session_inputs(session: Any) -> list[str]:
+    """The model inputs the export kept: one that ignores ``token_type_ids`` (MPNet) has none."""
+    return [i.name for i in session.get_inputs()]
 
 
 def ensure_onnx_export(model_path: Path, cache_dir: Path) -> Path:
@@ -273,7 +279,7 @@ def _verify(onnx_path: Path, model_path: Path, reference: TorchEncoder) -> None:
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     texts = list(_CHECK_TEXTS)
     inputs, _ = _Tokenizer(model_path)(texts)
-    (hidden,) = session.run(None, inputs)
+    (hidden,) = session.run(None, {k: inputs[k] for k in _session_inputs(session)})
     got = _mean_pool_normalize(hidden, inputs["attention_mask"])
     want = np.stack([e.vector for e in reference.encode(texts)])
     worst = float((got * want).sum(axis=1).min())
