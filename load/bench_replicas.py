@@ -11,8 +11,8 @@ p50/p99 hit latency, hits/s, and x-cache / status counts per replica (what was l
 
 Then the miss phase: for each k, distinct new prompts are each sent once to every one of the k
 replicas at the same moment; the engine calls they caused are counted (the replicas' shared
-flights: led, taken over or alone), and must equal the number of distinct prompts. Last, the cluster's cache
-stats read from one replica are compared with the hits the clients saw.
+flights: led, taken over or alone), and must equal the number of distinct prompts. Last, the
+cluster's cache stats read from one replica are compared with the hits the clients saw.
 
 Hits never reach the engine, so without --engine-url the engine is the counting stub of the test
 suite (a real engine changes nothing but the miss phase's latency). On a 2-core machine k
