@@ -27,7 +27,6 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from tests.observability.helpers import scrape
 from tests.reliability.processes import GatewayHandle, gateway_process
 from tests.support.haproxy import HAProxy, running_haproxy
 from tests.support.stub_engines import MODEL, running_fault_engine
+from tests.support.waiting import wait_for
 
 WORKERS = 6
 STORED_PER_REPLICA = 6
@@ -68,13 +68,6 @@ def ask(url: str, text: str, **headers: str) -> httpx.Response:
 
 def content(reply: httpx.Response) -> str:
     return str(reply.json()["choices"][0]["message"]["content"])
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 class Load:

@@ -9,9 +9,8 @@ answered as the withdrawal landed, redis-py's asyncio.wait_for dropped the cance
 from __future__ import annotations
 
 import random
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -22,17 +21,11 @@ from tests.observability.helpers import scrape
 from tests.support.cache_http import ADMIN, KEYS, auth_settings
 from tests.support.gateway import running_gateway
 from tests.support.stub_engines import MODEL, FaultEngine, running_fault_engine
+from tests.support.waiting import wait_for
 
 QUESTION = "How do I reset my password?"
 ANSWER = "Open Settings, then Security, then Reset password."
 ROUNDS = 40
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -17,18 +16,12 @@ import pytest
 from gateway.config import BackendConfig
 from tests.observability.helpers import scrape
 from tests.support.gateway import running_gateway
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
 ASK: dict[str, Any] = {"max_tokens": 32, "temperature": 0, "ignore_eos": True}
 SPECULATIVE = "gateway_speculative_requests_total"
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def chat(url: str, model: str, question: str, stream: bool) -> tuple[str, str]:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -22,6 +21,7 @@ from tests.observability.helpers import scrape
 from tests.support.cache_http import ADMIN, KEYS, auth_settings
 from tests.support.gateway import running_gateway
 from tests.support.stub_engines import MODEL, FaultEngine, running_fault_engine
+from tests.support.waiting import wait_for
 
 WARMED = {
     "How do I reset my password?": "Open Settings, then Security, then Reset password.",
@@ -29,13 +29,6 @@ WARMED = {
     "How long does a transfer take?": "Transfers arrive within one working day.",
 }
 SPECULATIVE = "gateway_speculative_requests_total"
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,19 +17,13 @@ import pytest
 from gateway.config import BackendConfig
 from tests.observability.helpers import Scrape, scrape
 from tests.support.gateway import running_gateway
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
 PRICE = 2.0  # per 1k tokens
 ASK: dict[str, Any] = {"max_tokens": 48, "temperature": 0, "stop": [".", "\n"]}
 CHAT = "/v1/chat/completions"
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def chat(url: str, model: str, question: str, **extra: Any) -> httpx.Response:

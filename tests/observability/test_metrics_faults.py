@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
@@ -16,6 +16,7 @@ from tests.observability.helpers import scrape
 from tests.support.gateway import running_gateway
 from tests.support.servers import free_port
 from tests.support.stub_engines import MODEL, running_fault_engine
+from tests.support.waiting import wait_for
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 NO_CACHE = {"enabled": False}
@@ -23,13 +24,6 @@ NO_CACHE = {"enabled": False}
 
 def post(url: str, timeout: float = 30) -> httpx.Response:
     return httpx.post(f"{url}/v1/chat/completions", json=CHAT, timeout=timeout)
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_redis_errors_are_counted_and_requests_bypass() -> None:
