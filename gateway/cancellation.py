@@ -17,13 +17,8 @@ from __future__ import annotations
 import asyncio
 
 
-def cancel_requested() -> bool:
-    """Whether the current task was asked to stop (and no one took that back)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
 def raise_if_cancelled() -> None:
     """Raises CancelledError when the current task was cancelled but the await returned."""
-    if cancel_requested():
+    task = asyncio.current_task()
+    if task is not None and task.cancelling() > 0:
         raise asyncio.CancelledError

@@ -11,7 +11,7 @@ import httpx
 
 from gateway.auth import hash_key
 from gateway.config import BackendConfig
-from tests.support.cache_http import ADMIN
+from tests.support.cache_http import ADMIN, warm
 from tests.support.gateway import running_gateway
 from tests.support.stub_engines import MODEL, running_fault_engine
 
@@ -67,18 +67,7 @@ def test_semantic_hits_are_audited_in_the_background_and_reported() -> None:
             auth=auth,
         ) as url,
     ):
-        warm = httpx.post(
-            f"{url}/admin/cache/warm",
-            headers=ADMIN_HEADERS,
-            json={
-                "model": MODEL,
-                "tenant": "acme",
-                "entries": [
-                    {"messages": [{"role": "user", "content": QUESTION}], "answer": "Bananas."}
-                ],
-            },
-        )
-        assert warm.status_code == 200
+        warm(url, MODEL, {QUESTION: "Bananas."})
         assert audit_stats(url)["audited"] == 0
 
         engine.delay_s = 2.0  # a slow engine: the hit must not wait for its audit

@@ -18,7 +18,7 @@ import pytest
 
 from gateway.config import BackendConfig
 from tests.observability.helpers import scrape
-from tests.support.cache_http import ADMIN, KEYS, auth_settings
+from tests.support.cache_http import KEYS, auth_settings, warm
 from tests.support.gateway import running_gateway
 from tests.support.stub_engines import MODEL, FaultEngine, running_fault_engine
 from tests.support.waiting import wait_for
@@ -50,14 +50,7 @@ def gateway_url(stub: FaultEngine, redis_server: str) -> Iterator[str]:
         auth=auth_settings(),
         routing={"budget": {"enabled": False}},
     ) as url:
-        entries = [{"messages": [{"role": "user", "content": QUESTION}], "answer": ANSWER}]
-        warmed = httpx.post(
-            f"{url}/admin/cache/warm",
-            json={"model": MODEL, "entries": entries, "tenant": "acme"},
-            headers={"authorization": f"Bearer {ADMIN}"},
-            timeout=60,
-        )
-        assert warmed.status_code == 200, warmed.text
+        warm(url, MODEL, {QUESTION: ANSWER})
         yield url
 
 

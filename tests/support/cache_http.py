@@ -40,6 +40,20 @@ def cache_stats(url: str) -> dict[str, Any]:
     return dict(r.json())
 
 
+def warm(url: str, model: str, answers: dict[str, str], tenant: str = "acme") -> None:
+    """Stores each question's answer as a chat entry of ``tenant`` through the admin API."""
+    entries = [
+        {"messages": [{"role": "user", "content": q}], "answer": a} for q, a in answers.items()
+    ]
+    warmed = httpx.post(
+        f"{url}/admin/cache/warm",
+        json={"model": model, "entries": entries, "tenant": tenant},
+        headers={"authorization": f"Bearer {ADMIN}"},
+        timeout=60,
+    )
+    assert warmed.status_code == 200, warmed.text
+
+
 def wait_inserts(url: str, at_least: int) -> None:
     """Answers are stored after the response went out: wait (bounded) for the insert."""
     deadline = time.monotonic() + 10
