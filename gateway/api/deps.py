@@ -61,9 +61,12 @@ class Services:
             log.error("background work failed", exc_info=task.exception())
 
     async def drain(self) -> None:
-        """Waits for background work (cache inserts, audits) at shutdown."""
+        """Waits for background work (cache inserts, audits, shared flights' releases) at
+        shutdown."""
         if self._background:
             await asyncio.wait(self._background, timeout=5)
+        if self.shared is not None:
+            await self.shared.drain()
 
 
 def services(request: Request) -> Services:

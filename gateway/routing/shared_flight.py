@@ -236,6 +236,13 @@ class SharedFlights:
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
 
+    async def drain(self) -> None:
+        """Waits for the answers and releases still being written (at shutdown, before the
+        Redis client closes): a cancelled flight's lease is dropped at once, not left for the
+        other replicas' followers to wait out."""
+        if self._finishing:
+            await asyncio.wait(self._finishing, timeout=self.config.redis_timeout_s)
+
     async def _keep_lease(self, lease: str, token: str) -> None:
         every = self.config.lease_ms / 3000
         while True:

@@ -215,3 +215,30 @@ def test_a_flight_cancelled_as_redis_answers_never_reaches_the_engine(redis_serv
             await asyncio.sleep(0.05)
 
     asyncio.run(main())
+
+
+def test_shutdown_releases_the_lease_of_a_cancelled_flight(redis_server: str) -> None:
+    """At shutdown the requests in flight are cancelled, then the services drain, then the
+    Redis client closes: the cancelled leader's release must land before that, or the other
+    replicas' followers wait out its lease (here 30 s) before one takes over."""
+
+    async def main() -> None:
+        config = SharedFlightConfig(lease_ms=30_000, answer_ttl_s=5, redis_timeout_s=2)
+        prefix, key = uuid.uuid4().hex, "shutdown"
+        leader = replica(redis_server, prefix, config)
+        lease = leader._names(key)[0]
+        slow = Engine(delay_s=3600)
+        flight = asyncio.create_task(collect(leader, key, slow))
+        while slow.calls == 0:
+            await asyncio.sleep(0.01)
+        flight.cancel()
+        await asyncio.wait([flight])
+        await leader.drain()
+        await leader._r.aclose()  # what the gateway's lifespan does next
+        probe = redis.Redis.from_url(redis_server)
+        try:
+            assert not await probe.exists(lease)
+        finally:
+            await probe.aclose()
+
+    asyncio.run(main())
