@@ -32,7 +32,6 @@ import contextlib
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -53,6 +52,7 @@ from gateway.routing.config import BalancerConfig, RoutingConfig  # noqa: E402
 from gateway.routing.engine_metrics import parse_engine_metrics  # noqa: E402
 from gateway.routing.upstream import Upstream  # noqa: E402
 from load import affinity_workload as workload  # noqa: E402
+from load.stats import quantile  # noqa: E402
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 STRATEGIES = ("affinity", "round_robin")
@@ -271,14 +271,6 @@ def balancer_for(variant: str) -> BalancerConfig:
     return BalancerConfig.model_validate(fields)
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
-
-
 def table(phases: list[Phase]) -> str:
     head = (
         f"{'strategy':<32} {'requests':>8} {'errors':>6} {'TTFT p50':>9} {'TTFT p99':>9} "
@@ -290,7 +282,7 @@ def table(phases: list[Phase]) -> str:
         rate = len(p.ttft_s) / p.wall_s if p.wall_s else 0.0
         lines.append(
             f"{p.strategy:<32} {len(p.ttft_s):>8} {p.errors:>6} "
-            f"{percentile(p.ttft_s, 50):>8.3f}s {percentile(p.ttft_s, 99):>8.3f}s "
+            f"{quantile(p.ttft_s, 0.50):>8.3f}s {quantile(p.ttft_s, 0.99):>8.3f}s "
             f"{p.hit_ratio:>9.1%} {rate:>6.1f}  {split}  ({p.reasons.get('spill', 0)})"
         )
     return "\n".join(lines)
@@ -302,8 +294,8 @@ def phase_result(p: Phase) -> dict[str, Any]:
         "strategy": p.strategy,
         "requests": len(p.ttft_s),
         "errors": p.errors,
-        "ttft_p50_s": percentile(p.ttft_s, 50),
-        "ttft_p99_s": percentile(p.ttft_s, 99),
+        "ttft_p50_s": quantile(p.ttft_s, 0.50),
+        "ttft_p99_s": quantile(p.ttft_s, 0.99),
         "prefix_cache_hit_ratio": p.hit_ratio,
         "engines": dict(p.engines),
         "route_reasons": dict(p.reasons),
