@@ -9,14 +9,18 @@ answers after ``--delay-ms`` (its first SSE chunk then, the rest 10 ms apart) an
 no CPU, so what a gateway adds is the gateway's own work: HTTP parsing, the cache lookup,
 the token budget (the bundled SmolLM2 tokenizer, as in load/stack.py), routing, opening the
 engine request and relaying it. Gateways (``python -m gateway serve``, in-process store):
-``off`` (``cache.enabled`` false), ``sequential`` (the cache's default: semantic tier before
-the engine) and ``speculative`` (``cache.speculative_miss``: the engine request beside the
-semantic tier). Every request asks a different text, so every cached request is a miss.
+``bare`` (cache and token budget off), ``off`` (``cache.enabled`` false), ``sequential`` (the
+cache's default: semantic tier before the engine) and ``speculative``
+(``cache.speculative_miss``: the engine request beside the semantic tier); ``NAME@DIR`` runs
+variant NAME from the source tree DIR (e.g. ``git archive`` of an older commit), to compare
+code side by side. Every request asks a different text, so every cached request is a miss.
 
 Blocks of ``--per-block`` requests per side from ``--streams`` concurrent clients, the sides
 in rotating order (direct, off, sequential, speculative; then the next block starts one
 further on), ``--blocks`` blocks a side; JSON (latency) and SSE (time to first token).
-Reported per side: p50/p99 and "added" (the gateway's quantile minus the engine's).
+Reported per side: p50/p99 and "added" (the gateway's quantile minus the engine's). Then, for
+the cached gateways, ``--hits`` semantic hits one at a time (a stored question again in upper
+case), JSON latency and SSE time to first token.
 """
 
 from __future__ import annotations
@@ -152,6 +156,20 @@ async def compare(
     return out
 
 
+async def hits(
+    http: aiohttp.ClientSession, url: str, feed: Iterator[str], n: int, stream: bool
+) -> dict[str, Any]:
+    """``n`` fresh questions (stored as they miss), then each again in upper case: a semantic
+    hit (the exact tier keys on the text as sent); the hits' p50/p99, one at a time."""
+    params = {"max_tokens": 8, "temperature": 0}
+    asked = [next(feed) for _ in range(n)]
+    await side(http, [url], MODEL, asked, 4, params, False)
+    await asyncio.sleep(1.0)  # the inserts land after the answers
+    replies, _ = await side(http, [url], MODEL, [t.upper() for t in asked], 1, params, stream)
+    timed = [(r.ttft_s or r.latency_s) if stream else r.latency_s for r in replies if r.hit]
+    return {"x_cache": sorted({r.cache for r in replies}), "hits": summary_ms(timed)}
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"loadavg_start": loadavg(), "args": vars(args).copy()}
     report["args"].pop("json", None)
@@ -160,12 +178,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         engine = stack_.enter_context(stub_engine(args.delay_ms))
         urls = {"engine": engine.url}
         for name in variants:
+            variant, _, root = name.partition("@")
             urls[name] = stack_.enter_context(
                 stack.gateway(
                     engine,
                     admin_key="bench-admin",
                     max_in_flight=args.max_in_flight,
-                    settings={**VARIANTS[name], **dict(s.split("=", 1) for s in args.set)},
+                    settings={**VARIANTS[variant], **dict(s.split("=", 1) for s in args.set)},
+                    root=Path(root) if root else stack.ROOT,
                 )
             )
         connector = aiohttp.TCPConnector(limit=256)
@@ -180,6 +200,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     name = f"{clients}_{'sse' if stream else 'json'}"
                     print(f"[bench_hop] {name} ...", file=sys.stderr, flush=True)
                     report[name] = await compare(http, urls, feed, args, clients, stream)
+            for name in (v for v in variants if v.partition("@")[0] not in ("off", "bare")):
+                for stream in (False, True):
+                    key = f"hits_{'sse' if stream else 'json'}_{name}"
+                    report[key] = await hits(http, urls[name], feed, args.hits, stream)
     report["loadavg_end"] = loadavg()
     return report
 
@@ -192,6 +216,7 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=10)
     parser.add_argument("--variants", default="off,sequential,speculative")
     parser.add_argument("--max-in-flight", type=int, default=64)
+    parser.add_argument("--hits", type=int, default=60, help="semantic hits per gateway")
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument(
         "--set", action="append", default=[], help="GATEWAY_X=value for every gateway"
