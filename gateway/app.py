@@ -98,7 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await limiter.ready()
             budget = TokenBudget(settings.routing.budget, pool, client)
             await budget.warm_up(sorted({m for b in settings.backends for m in b.models}))
-            upstream = Upstream(pool, client, settings.timeouts, settings.routing)
+            upstream = Upstream(pool, settings.timeouts, settings.routing)
+            stack.push_async_callback(upstream.aclose)
             admission = Admission(pool.capacity, settings.routing.admission)
             audit = None
             if cache is not None and settings.cache.audit.sample_rate > 0:
