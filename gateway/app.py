@@ -154,7 +154,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # a pause of ~300 ms on two cores that lands on whichever requests are running.
             gc.collect()
             gc.freeze()
-            yield
+            try:
+                yield
+            finally:
+                gc.unfreeze()  # collectable again at shutdown (extension modules check for leaks)
 
     app = FastAPI(title="semcache-gateway", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
