@@ -14,6 +14,7 @@ to the first chunk (docs/benchmarks.md). The pool's probes and /tokenize keep ht
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -42,6 +43,8 @@ from gateway.routing.errors import EnginesSaturated, EnginesUnavailable
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({502, 503, 504})
+# Request bodies as httpx wrote them: compact, UTF-8, finite numbers only.
+_ENCODE = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 # Below uvicorn's (vLLM's) 5 s keep-alive, so that an idle connection is dropped here first.
 KEEPALIVE_S = 4.0
 
@@ -141,7 +144,7 @@ class Upstream:
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeouts.connect_s),
                 trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as httpx honoured them
-                auto_decompress=True,
+                json_serialize=_ENCODE,
             )
         return self._session
 
