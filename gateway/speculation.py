@@ -3,8 +3,9 @@
 Once the exact tier missed, the semantic tier (embedding + vector search, ~5-10 ms on a CPU)
 decides between a hit and an engine call. Asking it first puts its time in front of every
 miss's first token. When the engine the request would go to has headroom, the request path
-(gateway/api/completions.py) instead starts the engine request at once and asks the semantic
-tier beside it: a miss has lost no time; a hit is served from the cache and the engine request
+(gateway/api/completions.py) instead starts the engine request at once and, once it is on its
+way (the lookup's CPU work would otherwise delay it), asks the semantic tier beside it: a miss
+has lost no time; a hit is served from the cache and the engine request
 is withdrawn (closing its HTTP stream makes vLLM abort it), having cost the engine at most the
 prefill it did meanwhile.
 
@@ -25,8 +26,9 @@ a request being sent at that very moment can go uncounted).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -47,6 +49,11 @@ class Attempt:
 
     prompt_tokens: int | None = None  # from the token budget, when it could count them
     sent: bool = False  # the request went to an engine (vLLM may have begun its prefill)
+    sending: asyncio.Event = field(default_factory=asyncio.Event)  # set with ``sent``
+
+    def mark_sent(self) -> None:
+        self.sent = True
+        self.sending.set()
 
 
 @dataclass(slots=True)

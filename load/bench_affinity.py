@@ -159,8 +159,7 @@ async def run_phase(
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
     async with httpx.AsyncClient(trust_env=False, timeout=300, limits=limits) as client:
         pool = BackendPool(configs, client, probe_interval_s=5, routing=routing)
-        async with pool:
-            upstream = Upstream(pool, client, timeouts, routing)
+        async with pool, Upstream(pool, timeouts, routing) as upstream:
             system = workload.system_prompt(nonce, args.system_words)
             gate = contextlib.nullcontext() if starts else asyncio.Semaphore(args.concurrency)
             started = time.perf_counter()

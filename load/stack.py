@@ -96,10 +96,12 @@ def gateway(
     max_in_flight: int | None = None,
     tokenizer: str | None = None,
     settings: Mapping[str, str] | None = None,
+    root: Path = ROOT,
 ) -> Iterator[str]:
     """``python -m gateway serve`` in front of ``backend`` (one engine or several); yields its
     base URL. ``tokenizer``: the token-budget tokenizer folder (default: the bundled model's);
-    ``settings``: more GATEWAY_* variables (e.g. ``GATEWAY_CACHE__SPECULATIVE_MISS``)."""
+    ``settings``: more GATEWAY_* variables (e.g. ``GATEWAY_CACHE__SPECULATIVE_MISS``);
+    ``root``: the source tree to run it from (e.g. an older commit's, to compare)."""
     port = free_port()
     backends = [backend] if isinstance(backend, Endpoint) else list(backend)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
@@ -125,7 +127,7 @@ def gateway(
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve"],
-            cwd=ROOT,
+            cwd=root,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

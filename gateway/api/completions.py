@@ -149,6 +149,10 @@ async def _speculate(
     attempt = Attempt()
     start = asyncio.create_task(_start(svc, fmt, body, caller, query, attempt))
     try:
+        # The engine request goes first: the lookup's CPU work would otherwise delay it.
+        sent = asyncio.ensure_future(attempt.sending.wait())
+        await asyncio.wait({sent, start}, return_when=asyncio.FIRST_COMPLETED)
+        sent.cancel()
         result = await svc.cache.lookup_semantic(query)
     except BaseException:  # the client went away
         await _withdraw(svc, caller, start)
@@ -233,7 +237,7 @@ async def _start(
 
     def sending() -> None:
         if attempt is not None:
-            attempt.sent = True
+            attempt.mark_sent()
 
     try:
         raise_if_cancelled()  # withdrawn while the limiter's Redis answered: gateway/cancellation

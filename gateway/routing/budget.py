@@ -58,7 +58,7 @@ class TokenBudget:
         if folder is None:
             return self._engine
         if folder not in self._local:
-            self._local[folder] = LocalTokenizer(folder)
+            self._local[folder] = LocalTokenizer(folder, self._cfg.inline_chars)
         return self._local[folder]
 
     async def warm_up(self, models: list[str]) -> None:

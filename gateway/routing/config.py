@@ -147,6 +147,13 @@ class BudgetConfig(BaseModel):
         description="Tokenizer folder for models not listed; else the engine's POST /tokenize.",
     )
     tokenize_timeout_s: float = Field(default=5.0, gt=0)
+    inline_chars: int = Field(
+        default=1024,
+        ge=0,
+        description="A local tokenizer counts prompts of up to this many characters on the "
+        "event loop (about 0.1-0.5 ms), longer ones in a worker thread, whose hop costs more "
+        "than counting a short prompt. 0: always in a thread.",
+    )
 
 
 class SharedFlightConfig(BaseModel):

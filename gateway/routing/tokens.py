@@ -5,12 +5,16 @@ are rendered with the model's chat template, exactly as vLLM renders them), or, 
 is configured, the engine's ``POST /tokenize`` (vLLM), which also reports ``max_model_len``;
 llama.cpp's llama-server tokenizes raw text only, so a chat is rendered by its
 ``/apply-template`` first and its context comes from ``/props``.
-Loading and encoding run in worker threads, never on the event loop.
+Loading runs in a worker thread; so does encoding, except for short prompts: up to
+``inline_chars`` characters (about 0.1-0.5 ms of encoding) are counted on the event loop, where
+the hop to a worker thread and back would cost more than the counting (~1 ms per miss on two
+busy cores).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -64,15 +68,29 @@ def prompts(body: dict[str, Any]) -> list[str | list[int]]:
     return []
 
 
-class LocalTokenizer:
-    """One model's tokenizer, loaded lazily (in a thread) from a local folder."""
+def prompt_chars(body: dict[str, Any]) -> int:
+    """How many characters counting ``body`` encodes, before its chat template's own."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        chars = sum(len(str(m.get("content", ""))) for m in chat_messages(messages))
+        extra = [body.get("tools"), body.get("chat_template_kwargs")]
+        return chars + sum(len(json.dumps(e)) for e in extra if e)
+    return sum(len(p) if isinstance(p, str) else 0 for p in prompts(body))
 
-    def __init__(self, folder: str | Path) -> None:
+
+class LocalTokenizer:
+    """One model's tokenizer, loaded lazily (in a thread) from a local folder. Prompts of at
+    most ``inline_chars`` characters are counted on the event loop, longer ones in a thread."""
+
+    def __init__(self, folder: str | Path, inline_chars: int = 0) -> None:
         self.folder = Path(folder).expanduser()
+        self.inline_chars = inline_chars
         self._tokenizer: Any = None
         self._lock = asyncio.Lock()
 
     async def load(self) -> Any:
+        if self._tokenizer is not None:
+            return self._tokenizer
         async with self._lock:
             if self._tokenizer is None:
                 self._tokenizer = await asyncio.to_thread(self._load)
@@ -89,7 +107,10 @@ class LocalTokenizer:
 
     async def count(self, model: str, body: dict[str, Any]) -> PromptCount:
         tokenizer = await self.load()
-        tokens = await asyncio.to_thread(_count, tokenizer, body)
+        if prompt_chars(body) <= self.inline_chars:
+            tokens = _count(tokenizer, body)
+        else:
+            tokens = await asyncio.to_thread(_count, tokenizer, body)
         return PromptCount(tokens, self.model_max_length())
 
 

@@ -61,9 +61,9 @@ async def rig(
             async with cache:
                 admission = Admission(pool.capacity, AdmissionConfig(max_wait_s=5))
                 budget = TokenBudget(BudgetConfig(max_tokens=16), pool, client)
-                upstream = Upstream(pool, client, TimeoutConfig())
-                auditor = Auditor(cache, upstream, admission, pool, budget, config)
-                yield Rig(auditor, cache, admission, engine)
+                async with Upstream(pool, TimeoutConfig()) as upstream:
+                    auditor = Auditor(cache, upstream, admission, pool, budget, config)
+                    yield Rig(auditor, cache, admission, engine)
 
 
 def body(text: str = PARAPHRASE, **extra: Any) -> dict[str, Any]:

@@ -16,7 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.cache.service import SemanticCache
 from gateway.config import BackendConfig
+from gateway.routing.upstream import Upstream
 from tests.observability.helpers import scrape
 from tests.support.cache_http import KEYS, auth_settings, warm
 from tests.support.gateway import running_gateway
@@ -150,6 +152,40 @@ def test_a_miss_is_relayed_from_the_engine_request_already_under_way(
         "the answer to be stored",
     )
     assert stub.calls == calls + 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_the_engine_request_leaves_before_the_semantic_lookup_begins(
+    gateway_url: str, stub: FaultEngine, stream: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lookup's CPU work (embedding, search) must not delay the engine request: it starts
+    once the request is on its way (the gateway runs in this process, in a thread)."""
+    engine_idle(gateway_url)
+    order: list[str] = []
+    lookup, send, stream_ = (
+        SemanticCache.lookup_semantic,
+        Upstream.send,
+        Upstream.stream,
+    )
+
+    async def looking(self: SemanticCache, *args: Any) -> Any:
+        order.append("lookup")
+        return await lookup(self, *args)
+
+    async def sending(self: Upstream, *args: Any, **kwargs: Any) -> Any:
+        order.append("engine")
+        return await send(self, *args, **kwargs)
+
+    async def streaming(self: Upstream, *args: Any, **kwargs: Any) -> Any:
+        order.append("engine")
+        return await stream_(self, *args, **kwargs)
+
+    monkeypatch.setattr(SemanticCache, "lookup_semantic", looking)
+    monkeypatch.setattr(Upstream, "send", sending)
+    monkeypatch.setattr(Upstream, "stream", streaming)
+    reply = ask(gateway_url, f"Is there a fee for card {uuid.uuid4().hex[:8]}?", stream=stream)
+    assert reply.headers["x-cache"] == "miss"
+    assert order == ["engine", "lookup"]
 
 
 def test_no_speculative_request_when_the_engine_has_no_headroom(

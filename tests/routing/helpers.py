@@ -50,8 +50,8 @@ async def routed(
         pool = BackendPool(
             configs, client, probe_interval_s=probe_interval_s, probe_timeout_s=1.0, routing=routing
         )
-        async with pool:
-            yield Routed(pool, Upstream(pool, client, timeouts or TimeoutConfig(), routing), client)
+        async with pool, Upstream(pool, timeouts or TimeoutConfig(), routing) as upstream:
+            yield Routed(pool, upstream, client)
 
 
 async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:

@@ -157,6 +157,33 @@ async def test_tokenizing_does_not_block_the_event_loop(smollm2: Path) -> None:
     assert len(gaps) >= 3 and max(gaps) < max(0.1, took / 2)  # the loop kept running
 
 
+async def test_short_prompts_are_counted_on_the_loop_long_ones_in_a_thread(
+    smollm2: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to inline_chars the count is the same, without the worker thread's hop."""
+    threaded = LocalTokenizer(smollm2)
+    inline = LocalTokenizer(smollm2, inline_chars=200)
+    await inline.load()
+    hops: list[Any] = []
+    to_thread = asyncio.to_thread
+
+    async def counting_hops(func: Any, *args: Any) -> Any:
+        hops.append(func)
+        return await to_thread(func, *args)
+
+    short = chat("What is the capital of France?", system="Be brief.")
+    long = chat(words(100))
+    expected = {id(b): (await threaded.count(MODEL, b)).tokens for b in (short, long)}
+    monkeypatch.setattr(asyncio, "to_thread", counting_hops)
+    assert (await inline.count(MODEL, short)).tokens == expected[id(short)]
+    assert hops == []
+    assert (await inline.count(MODEL, long)).tokens == expected[id(long)]
+    assert len(hops) == 1
+    with_tools = {**short, "tools": [{"type": "function", "function": {"name": words(40)}}]}
+    await inline.count(MODEL, with_tools)  # the tools are rendered too: they count
+    assert len(hops) == 2
+
+
 async def test_llama_server_counts_like_the_models_own_tokenizer(
     smollm2: Path, llama_engine: EngineEndpoint
 ) -> None:
