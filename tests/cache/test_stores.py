@@ -159,7 +159,7 @@ async def test_redis_build_and_search_ef_reach_vadd_and_vsim(
         redis_build_ef=37,
         redis_search_ef=2,
     )
-    previous = (await raw.config_get("slowlog-log-slower-than"))["slowlog-log-slower-than"]
+    previous = (await raw.config_get("slowlog-log-slower-than"))["slowlog-log-slower-than"] or 0
     await raw.config_set("slowlog-log-slower-than", 0)
     await raw.slowlog_reset()
     try:
