@@ -98,6 +98,7 @@ class RedisStore:
         # On a cluster, at most max_connections operations at once (so at most about that many
         # connections per node): its client cannot wait for a free connection (redis_connect).
         self._gate = asyncio.Semaphore(max_connections) if is_cluster(url) else None
+        self.prefix = prefix
         self._k = RedisKeys(prefix)
         self._index = ScopeIndex(self._r, self._k)
         self._search = ScopeSearch(self._r, self._k, clock, search_ef)
