@@ -146,6 +146,8 @@ async def bench(kind: str, size: int, args: argparse.Namespace) -> dict[str, Any
             insert_s += elapsed
             if start >= tail_from and tail_from > 0:
                 tail_s += elapsed
+            if (start + n) % 100_000 == 0:  # progress of long runs, on stderr
+                print(f"{kind}: {start + n} stored in {insert_s:.1f} s", file=sys.stderr)
         assert await store.scope_size(SCOPE) == size
         queries = source.draw(args.lookups + 5)
         samples, first, tens = [], [], []
