@@ -20,8 +20,9 @@ nearest entry (float32 brute force over every stored vector), ``recall_at_10`` t
 the exact 10 nearest that the lookup returned, and for Redis the cost of VSIM
 alone (the floor of a lookup): ``vsim_*`` as a client sends it (searched on a thread of
 Redis'), ``vsim_nothread_*`` as the store's script runs it (on Redis' main thread).
---build-ef / --search-ef: the Redis store's VADD / VSIM EF (cache.redis_build_ef /
-cache.redis_search_ef; Redis' defaults when left out).
+--build-ef / --search-ef: the Redis store's VADD / VSIM EF (the defaults of
+cache.redis_build_ef / cache.redis_search_ef when left out; runs before the build EF default
+became 100 used Redis' 200, as their JSON says).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any
 import numpy as np
 import redis.asyncio as aioredis
 
-from gateway.cache import CachedAnswer, MemoryStore, RedisStore
+from gateway.cache import CacheConfig, CachedAnswer, MemoryStore, RedisStore
 from gateway.cache.entry import StoredEntry
 from gateway.cache.redis_keys import RedisKeys
 from gateway.cache.store import CacheStore
@@ -92,7 +93,7 @@ def make_store(kind: str, size: int, args: argparse.Namespace) -> CacheStore:
             prefix=f"scale{uuid.uuid4().hex[:8]}",
             max_entries_per_scope=size,
             socket_timeout_s=30,
-            build_ef=args.build_ef or 200,
+            build_ef=args.build_ef or CacheConfig().redis_build_ef,
             search_ef=args.search_ef,
         )
     switch = 2_000 if kind == "memory" else 10**12
@@ -183,7 +184,7 @@ async def bench(kind: str, size: int, args: argparse.Namespace) -> dict[str, Any
         if isinstance(store, MemoryStore):
             result["index"] = store.index_kind(SCOPE)
         if isinstance(store, RedisStore):
-            result["build_ef"] = args.build_ef or 200
+            result["build_ef"] = args.build_ef or CacheConfig().redis_build_ef
             result["search_ef"] = args.search_ef
             result.update(await vsim_alone(args.redis_url, store.prefix, queries))
         return result
@@ -199,7 +200,9 @@ async def main() -> None:
     parser.add_argument("--stores", default="memory,memory-exact,redis")
     parser.add_argument("--lookups", type=int, default=200)
     parser.add_argument("--vectors", choices=["random", "clustered"], default="random")
-    parser.add_argument("--build-ef", type=int, help="Redis VADD EF (default: Redis' 200)")
+    parser.add_argument(
+        "--build-ef", type=int, help="Redis VADD EF (default: cache.redis_build_ef)"
+    )
     parser.add_argument("--search-ef", type=int, help="Redis VSIM EF (default: Redis')")
     parser.add_argument("--redis-url")
     parser.add_argument("--out", type=Path, default=Path("docs/bench/store_scale.json"))

@@ -88,7 +88,7 @@ class RedisStore:
         tls: Mapping[str, Any] | None = None,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 100,
-        build_ef: int = 200,
+        build_ef: int = 100,
         search_ef: int | None = None,
     ) -> None:
         """``tls``: redis-py ``ssl_*`` options for rediss:// (CacheConfig.redis_tls_options).

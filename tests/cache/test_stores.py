@@ -147,18 +147,26 @@ async def test_memory_store_search_is_exact_cosine() -> None:
     assert await store.delete("id7") and await store.scope_size("default:s") == 49
 
 
+@pytest.mark.parametrize(
+    ("settings", "vadd_tail", "vsim_tail"),
+    [
+        ({"redis_build_ef": 37, "redis_search_ef": 2}, [b"EF", b"37"], [b"EF", b"3"]),
+        ({}, [b"EF", b"100"], [b"COUNT", b"3"]),  # the defaults: 100, and Redis' own for VSIM
+    ],
+)
 async def test_redis_build_and_search_ef_reach_vadd_and_vsim(
-    redis_server: str, embedder: Embedder, raw: aioredis.Redis
+    redis_server: str,
+    embedder: Embedder,
+    raw: aioredis.Redis,
+    settings: dict[str, int],
+    vadd_tail: list[bytes],
+    vsim_tail: list[bytes],
 ) -> None:
     """cache.redis_build_ef goes with every VADD (one insert: the ADD script; a warm-up:
     pipelined VADDs), cache.redis_search_ef with every search (at least k). The slow log at
     0 us records every command, those run by scripts included (long arguments shortened)."""
-    config = CacheConfig(
-        redis_url=redis_server,
-        key_prefix=f"s{uuid.uuid4().hex[:12]}",
-        redis_build_ef=37,
-        redis_search_ef=2,
-    )
+    config = CacheConfig(redis_url=redis_server, key_prefix=f"s{uuid.uuid4().hex[:12]}")
+    config = config.model_copy(update=settings)
     previous = (await raw.config_get("slowlog-log-slower-than"))["slowlog-log-slower-than"] or 0
     await raw.config_set("slowlog-log-slower-than", 0)
     await raw.slowlog_reset()
@@ -185,6 +193,6 @@ async def test_redis_build_and_search_ef_reach_vadd_and_vsim(
     finally:
         await raw.config_set("slowlog-log-slower-than", previous)
     vadds = [command[-2:] for command in log if command[0].upper() == b"VADD"]
-    assert vadds == [[b"EF", b"37"]] * 4  # the insert's (in its script) and the warm-up's
+    assert vadds == [vadd_tail] * 4  # the insert's (in its script) and the warm-up's
     searches = [command[-2:] for command in log if command[0].upper() == b"VSIM"]
-    assert searches == [[b"EF", b"3"]]  # max(EF, k)
+    assert searches == [vsim_tail]  # EF: max(EF, k)
