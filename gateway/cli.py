@@ -65,7 +65,14 @@ def _eval(args: argparse.Namespace) -> int:
     config = Settings().cache.model_copy(update=overrides)
     seed, queries = read_labelled(Path(args.seed)), read_labelled(Path(args.queries))
     result = asyncio.run(
-        evaluate(seed, queries, config, progress=True, insert_misses=args.insert_misses)
+        evaluate(
+            seed,
+            queries,
+            config,
+            progress=True,
+            insert_misses=args.insert_misses,
+            redis_url=args.redis_url,
+        )
     )
     summary = result.summary()
     print("\n".join(describe(summary)))
@@ -122,9 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     warm.set_defaults(run=_warm)
     evaluate = cache.add_parser(
         "eval",
-        help="seed a fresh in-process cache with one labelled CSV (text,category; a seed's "
-        "answer is its category), look up every text of another through the gateway's lookup "
-        "path, print hit rate, false-hit rate and latency",
+        help="seed a fresh cache (in process, or --redis-url) with one labelled CSV "
+        "(text,category; a seed's answer is its category), look up every text of another "
+        "through the gateway's lookup path, print hit rate, false-hit rate and latency",
     )
     evaluate.add_argument("--seed", required=True, metavar="SEED.csv", help="what is cached")
     evaluate.add_argument("--queries", required=True, metavar="QUERIES.csv", help="what is asked")
@@ -152,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="store each miss with an answer of its own, as the gateway stores an engine's "
         "answer (a cache that mixes seeded and generated answers)",
+    )
+    evaluate.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="seed a Redis 8 (redis:// or redis+cluster://) instead of the in-process store, "
+        "under a key prefix of its own flushed after: the Redis store's search on the same data",
     )
     evaluate.set_defaults(run=_eval)
     serve.set_defaults(run=_serve)

@@ -21,6 +21,7 @@ import csv
 import statistics
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -136,13 +137,16 @@ def _quantile(ordered: Sequence[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
 
 
-def eval_config(config: CacheConfig, seeds: int) -> CacheConfig:
-    """The config with an in-process store large enough for every seed, swept never."""
+def eval_config(config: CacheConfig, seeds: int, redis_url: str | None = None) -> CacheConfig:
+    """The config with a store large enough for every seed, swept never: in process, or with
+    ``redis_url`` that Redis under a key prefix of its own."""
     room = max(seeds + 1, config.max_entries_per_scope)
+    prefix = f"eval{uuid.uuid4().hex[:12]}" if redis_url else config.key_prefix
     return config.model_copy(
         update={
             "enabled": True,
-            "redis_url": None,
+            "redis_url": redis_url,
+            "key_prefix": prefix,
             "max_entries_per_scope": room,
             "memory_max_entries": max(room, config.memory_max_entries),
             "sweep_interval_s": 86_400.0,
@@ -200,10 +204,12 @@ async def evaluate(
     embedder: Embedder | None = None,
     progress: bool = False,
     insert_misses: bool = False,
+    redis_url: str | None = None,
 ) -> EvalResult:
-    """Seeds a fresh in-process cache and looks every query up. A given (started) embedder is
-    shared and left running; otherwise the config's embedder is loaded and closed."""
-    config = eval_config(config, len(seed))
+    """Seeds a fresh in-process cache (or one in ``redis_url``, flushed after) and looks every
+    query up. A given (started) embedder is shared and left running; otherwise the config's
+    embedder is loaded and closed."""
+    config = eval_config(config, len(seed), redis_url)
     async with build_cache(config, embedder=embedder) as cache:
         started = time.perf_counter()
         bar = tqdm(
@@ -228,6 +234,8 @@ async def evaluate(
             result.outcomes = await run_queries(
                 cache, queries, bar.update, insert_misses=insert_misses
             )
+        if redis_url:
+            await cache.flush()
     return result
 
 

@@ -25,6 +25,8 @@ def build_cache(config: CacheConfig, *, embedder: Embedder | None = None) -> Sem
             tls=config.redis_tls_options(),
             wait_replicas=config.redis_wait_replicas,
             wait_timeout_ms=config.redis_wait_timeout_ms,
+            build_ef=config.redis_build_ef,
+            search_ef=config.redis_search_ef,
         )
     else:
         store = MemoryStore(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
 
 from redis.exceptions import (
     AskError,
@@ -22,13 +21,14 @@ from gateway.cache.store import StoreRejected
 # cluster client runs each command queued in a MULTI pipeline in a thread of its own and joins
 # it, blocking the event loop ~2 ms per command). KEYS: exact key, payload hash, vector set,
 # sorted set. ARGV: entry id, expiry (unix ms), entry JSON, float32 vector ('' for none),
-# expiry (unix s, the sorted set's score). Returns the exact key's previous entry id, or nil.
+# expiry (unix s, the sorted set's score), VADD's EF. Returns the exact key's previous entry
+# id, or nil.
 # The scope's two sets live at least as long as their longest-lived entry.
 ADD = """
 local previous = redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2], 'GET')
 if ARGV[4] ~= '' then
   redis.call('HSET', KEYS[2], 'e', ARGV[3], 'v', ARGV[4])
-  redis.call('VADD', KEYS[3], 'FP32', ARGV[4], ARGV[1], 'Q8')
+  redis.call('VADD', KEYS[3], 'FP32', ARGV[4], ARGV[1], 'Q8', 'EF', ARGV[6])
 else
   redis.call('HSET', KEYS[2], 'e', ARGV[3])
 end
@@ -63,15 +63,6 @@ return 1
 
 def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def parse_vsim(response: Any) -> list[str]:
-    """Element ids of a VSIM WITHSCORES reply (RESP2 flat list, RESP3/callback dict, or [])."""
-    if not response:
-        return []
-    if isinstance(response, dict):
-        return [text(element) for element in response]
-    return [text(element) for element in response[::2]]
 
 
 # Errors a Redis Cluster answers while a slot moves or its master fails over: the store is

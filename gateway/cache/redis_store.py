@@ -9,9 +9,8 @@ removes elements whose time has passed, and the scope's vector and sorted sets t
 with their longest-lived entry, so every key but the two index sets has a TTL and a
 ``volatile-*`` maxmemory policy can evict any of them safely.
 
-VSIM scores are ``(1 + cosine) / 2`` and computed on Q8-quantized vectors. The conversion lives
-in ``cosine_to_score``; a search asks VSIM for candidates down to the requested similarity
-minus a margin, then recomputes every candidate's exact cosine from the stored float32 vector.
+Searches (VSIM on Q8 vectors, then the exact cosine from the stored float32 vectors, in one
+script) are in ``redis_search``.
 
 Acknowledged writes: with ``wait_replicas`` > 0, ``add`` returns only once that many replicas
 of the scope's master have its write (``WAIT``), else it raises (the insert is then counted as
@@ -42,19 +41,13 @@ from gateway.cache.redis_scripts import (
     TRIM,
     answered_no,
     entry_of,
-    parse_vsim,
     text,
 )
+from gateway.cache.redis_search import ScopeSearch
 from gateway.cache.store import StoreRejected
 from gateway.redis_connect import is_cluster, pooled_client, ready
 
-Q8_MARGIN = 0.03  # cosine slack for Q8 quantization when pre-filtering candidates in Redis
 _CHUNK = CHUNK
-
-
-def cosine_to_score(cosine: float) -> float:
-    """VSIM's similarity score for a cosine similarity (the one place this is converted)."""
-    return (1.0 + cosine) / 2.0
 
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -95,15 +88,21 @@ class RedisStore:
         tls: Mapping[str, Any] | None = None,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 100,
+        build_ef: int = 100,
+        search_ef: int | None = None,
     ) -> None:
         """``tls``: redis-py ``ssl_*`` options for rediss:// (CacheConfig.redis_tls_options).
-        ``url``: redis:// or redis+cluster:// (gateway.redis_connect)."""
+        ``url``: redis:// or redis+cluster:// (gateway.redis_connect). ``build_ef``: VADD's EF
+        (CacheConfig.redis_build_ef); ``search_ef``: VSIM's (CacheConfig.redis_search_ef)."""
         self._r = pooled_client(url, connect_timeout_s, socket_timeout_s, max_connections, tls)
         # On a cluster, at most max_connections operations at once (so at most about that many
         # connections per node): its client cannot wait for a free connection (redis_connect).
         self._gate = asyncio.Semaphore(max_connections) if is_cluster(url) else None
+        self.prefix = prefix
         self._k = RedisKeys(prefix)
         self._index = ScopeIndex(self._r, self._k)
+        self._search = ScopeSearch(self._r, self._k, clock, search_ef)
+        self._build_ef = build_ef
         self._max_per_scope = max_entries_per_scope
         self._clock = clock
         self._wait_replicas = wait_replicas
@@ -134,6 +133,7 @@ class RedisStore:
             entry.to_json(),
             blob,
             repr(entry.expires_at),
+            self._build_ef,
         ]
         with answered_no():
             previous = await self._add(keys=keys, args=args)
@@ -196,7 +196,14 @@ class RedisStore:
         pipe.pexpireat(self._k.entry(scope, entry_id), expires_ms)
         if vector is not None:
             pipe.execute_command(
-                "VADD", self._k.vectors(scope), "FP32", payload["v"], entry_id, "Q8"
+                "VADD",
+                self._k.vectors(scope),
+                "FP32",
+                payload["v"],
+                entry_id,
+                "Q8",
+                "EF",
+                self._build_ef,
             )
         pipe.zadd(self._k.expiries(scope), {entry_id: entry.expires_at})
         return 5 if vector is not None else 4
@@ -236,39 +243,7 @@ class RedisStore:
     async def search(
         self, scope: str, vector: np.ndarray, k: int, min_similarity: float = -1.0
     ) -> list[Neighbour]:
-        query = np.asarray(vector, dtype=np.float32)
-        key = self._k.vectors(scope)
-        args: list[Any] = ["VSIM", key, "FP32", _blob(query), "WITHSCORES", "COUNT", k]
-        floor = min_similarity - Q8_MARGIN
-        if floor > -1.0:
-            args += ["EPSILON", 1.0 - cosine_to_score(floor)]
-        with answered_no():
-            candidates = parse_vsim(await self._r.execute_command(*args))
-        if not candidates:
-            return []
-        async with self._r.pipeline(transaction=False) as pipe:
-            for entry_id in candidates:
-                pipe.hmget(self._k.entry(scope, entry_id), ["e", "v", "m"])
-            payloads = await pipe.execute()
-        now, found, stale = self._clock(), [], []
-        for entry_id, (raw, blob, learned) in zip(candidates, payloads, strict=True):
-            if raw is None:
-                stale.append(entry_id)
-                continue
-            entry = entry_of(raw, learned)
-            if not entry.is_live(now) or blob is None:
-                continue
-            similarity = float(np.frombuffer(blob, dtype="<f4") @ query)
-            if similarity >= min_similarity:
-                found.append(Neighbour(entry, similarity))
-        if stale:  # payload expired: the vector is dead weight, drop it now
-            async with self._r.pipeline(transaction=False) as pipe:
-                for entry_id in stale:
-                    pipe.execute_command("VREM", key, entry_id)
-                    pipe.zrem(self._k.expiries(scope), entry_id)
-                await pipe.execute()
-        found.sort(key=lambda neighbour: neighbour.similarity, reverse=True)
-        return found
+        return await self._search.search(scope, vector, k, min_similarity)
 
     @_gated
     async def get(self, entry_id: str) -> StoredEntry | None:

@@ -22,7 +22,7 @@ from gateway.cache import (
 )
 from gateway.cache.entry import StoredEntry
 from gateway.cache.redis_keys import RedisKeys
-from gateway.cache.redis_store import cosine_to_score
+from gateway.cache.redis_search import cosine_to_score
 from tests.cache.helpers import answer, q_chat
 
 RESET = "How do I reset my password?"
@@ -145,3 +145,54 @@ async def test_memory_store_search_is_exact_cosine() -> None:
     assert found[0].similarity == pytest.approx(1.0, abs=1e-6)
     assert await store.search("default:s", vectors[7], k=3, min_similarity=0.999) == found[:1]
     assert await store.delete("id7") and await store.scope_size("default:s") == 49
+
+
+@pytest.mark.parametrize(
+    ("settings", "vadd_tail", "vsim_tail"),
+    [
+        ({"redis_build_ef": 37, "redis_search_ef": 2}, [b"EF", b"37"], [b"EF", b"3"]),
+        ({}, [b"EF", b"100"], [b"COUNT", b"3"]),  # the defaults: 100, and Redis' own for VSIM
+    ],
+)
+async def test_redis_build_and_search_ef_reach_vadd_and_vsim(
+    redis_server: str,
+    embedder: Embedder,
+    raw: aioredis.Redis,
+    settings: dict[str, int],
+    vadd_tail: list[bytes],
+    vsim_tail: list[bytes],
+) -> None:
+    """cache.redis_build_ef goes with every VADD (one insert: the ADD script; a warm-up:
+    pipelined VADDs), cache.redis_search_ef with every search (at least k). The slow log at
+    0 us records every command, those run by scripts included (long arguments shortened)."""
+    config = CacheConfig(redis_url=redis_server, key_prefix=f"s{uuid.uuid4().hex[:12]}")
+    config = config.model_copy(update=settings)
+    previous = (await raw.config_get("slowlog-log-slower-than"))["slowlog-log-slower-than"] or 0
+    await raw.config_set("slowlog-log-slower-than", 0)
+    await raw.slowlog_reset()
+    try:
+        async with build_cache(config, embedder=embedder) as cache:
+            store = cache.store
+            q = q_chat(cache, RESET)
+            await cache.insert(q, answer("a"))
+            rng = np.random.default_rng(3)
+            vectors = rng.normal(size=(3, 384)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            now = time.time()
+            await store.add_many(
+                [
+                    (StoredEntry(f"b{i}", q.scope, f"bk{i}", "t", answer("b"), now, now + 60), v)
+                    for i, v in enumerate(vectors)
+                ]
+            )
+            found = await store.search(q.scope, vectors[1], k=3)
+            assert found[0].entry.entry_id == "b1"
+            assert found[0].similarity == pytest.approx(1.0, abs=1e-6)
+            log = [entry["command"].split(b" ") for entry in await raw.slowlog_get(128)]
+            await cache.flush()
+    finally:
+        await raw.config_set("slowlog-log-slower-than", previous)
+    vadds = [command[-2:] for command in log if command[0].upper() == b"VADD"]
+    assert vadds == [vadd_tail] * 4  # the insert's (in its script) and the warm-up's
+    searches = [command[-2:] for command in log if command[0].upper() == b"VSIM"]
+    assert searches == [vsim_tail]  # EF: max(EF, k)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import redis
+
 ROOT = Path(__file__).resolve().parents[2]
 
 SEED = [
@@ -112,3 +114,14 @@ def test_the_guard_shows_its_effect(tmp_path: Path) -> None:
     guarded, unguarded = summaries[False], summaries[True]
     assert (unguarded["hits"], unguarded["false_hits"], unguarded["guard"]) == (1, 1, False)
     assert (guarded["hits"], guarded["guard_refusals"]) == (0, {"opposite": 1})
+
+
+def test_the_same_evaluation_over_redis(tmp_path: Path, redis_server: str) -> None:
+    """--redis-url: the same seeds and queries on the Redis store give the same outcome, and
+    its keys are flushed after."""
+    done = run_eval(tmp_path, "--json", "--redis-url", redis_server)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (summary["hits"], summary["false_hits"], summary["seeds"]) == (3, 1, 4)
+    assert (summary["exact_hits"], summary["semantic_hits"]) == (1, 2)
+    assert not list(redis.Redis.from_url(redis_server).scan_iter(match="eval*"))
