@@ -50,7 +50,8 @@ async def collect(flights: SharedFlights, key: str, engine: Engine, **kw: Any) -
 def test_identical_flights_on_three_replicas_make_one_call(redis_server: str) -> None:
     async def main() -> None:
         prefix, key = uuid.uuid4().hex, flight_key(["tenant", "scope", "hi"])
-        replicas = [replica(redis_server, prefix) for _ in range(3)]
+        steady = CONFIG.model_copy(update={"lease_ms": 3000})  # a loop stall must not expire it
+        replicas = [replica(redis_server, prefix, steady) for _ in range(3)]
         engine = Engine()
         answers = await asyncio.gather(*(collect(r, key, engine) for r in replicas))
         assert engine.calls == 1
