@@ -48,12 +48,15 @@ class Attempt:
     """How far one speculative engine request got (filled in by the miss path)."""
 
     prompt_tokens: int | None = None  # from the token budget, when it could count them
-    sent: bool = False  # the request went to an engine (vLLM may have begun its prefill)
-    sending: asyncio.Event = field(default_factory=asyncio.Event)  # set with ``sent``
+    sending: asyncio.Event = field(default_factory=asyncio.Event)  # set by ``mark_sent``
 
     def mark_sent(self) -> None:
-        self.sent = True
         self.sending.set()
+
+    @property
+    def sent(self) -> bool:
+        """The request went to an engine (vLLM may have begun its prefill)."""
+        return self.sending.is_set()
 
 
 @dataclass(slots=True)

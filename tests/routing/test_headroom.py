@@ -74,9 +74,12 @@ async def test_speculation_needs_a_spare_admission_slot_and_counts_its_outcomes(
     pool.backends[0].in_flight = 0
     assert not off.worth_it(MODEL, body) and off.counts.skipped == 0
 
-    speculation.record("used", Attempt(prompt_tokens=12, sent=True))
-    speculation.record("aborted", Attempt(prompt_tokens=30, sent=True))
-    speculation.record("aborted", Attempt(prompt_tokens=50, sent=False))  # never left
+    used, aborted = Attempt(prompt_tokens=12), Attempt(prompt_tokens=30)
+    used.mark_sent()
+    aborted.mark_sent()
+    speculation.record("used", used)
+    speculation.record("aborted", aborted)
+    speculation.record("aborted", Attempt(prompt_tokens=50))  # never left
     counts = speculation.counts
     assert (counts.used, counts.aborted, counts.aborted_sent) == (1, 2, 1)
     assert counts.aborted_prompt_tokens == 30
