@@ -43,9 +43,9 @@ import httpx
 from engine.ports import free_port
 from load import stack
 from load.client import Reply
-from load.miss_overhead import side
+from load.miss_overhead import added, side
 from load.report import emit
-from load.stats import loadavg, quantile, summary_ms
+from load.stats import loadavg, summary_ms
 
 MODEL = "stub-model"
 VARIANTS: dict[str, dict[str, str]] = {
@@ -113,13 +113,6 @@ def texts(seed: int) -> Iterator[str]:
         yield f"Question {i} {rng.randrange(10**9)}: why {words}?"
 
 
-def _added(gateway: list[float], engine: list[float]) -> dict[str, float]:
-    return {
-        f"p{int(q * 100)}_ms": round(1000 * (quantile(gateway, q) - quantile(engine, q)), 2)
-        for q in (0.5, 0.99)
-    }
-
-
 async def compare(
     http: aiohttp.ClientSession,
     urls: dict[str, str],
@@ -152,7 +145,7 @@ async def compare(
             measure: summary_ms(timed[name]),
         }
         if name != "engine":
-            out[name]["added"] = _added(timed[name], timed["engine"])
+            out[name]["added"] = added(timed[name], timed["engine"])
     return out
 
 

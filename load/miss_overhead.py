@@ -55,7 +55,8 @@ async def side(
     return replies, asyncio.get_running_loop().time() - started
 
 
-def _added(gateway: list[float], engine: list[float]) -> dict[str, float]:
+def added(gateway: list[float], engine: list[float]) -> dict[str, float]:
+    """p50 and p99 of the gateway minus those of the engine, in ms ({} without samples)."""
     if not gateway or not engine:
         return {}
     return {
@@ -121,12 +122,12 @@ def summarise(
         },
         "gateway_latency": summary_ms([r.latency_s for r in gw]),
         "engine_latency": summary_ms([r.latency_s for r in en]),
-        "added_latency": _added([r.latency_s for r in gw], [r.latency_s for r in en]),
+        "added_latency": added([r.latency_s for r in gw], [r.latency_s for r in en]),
     }
     if stream:
         gw_ttft = [r.ttft_s or r.latency_s for r in gw]
         en_ttft = [r.ttft_s or r.latency_s for r in en]
         out["gateway_ttft"] = summary_ms(gw_ttft)
         out["engine_ttft"] = summary_ms(en_ttft)
-        out["added_ttft"] = _added(gw_ttft, en_ttft)
+        out["added_ttft"] = added(gw_ttft, en_ttft)
     return out
