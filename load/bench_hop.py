@@ -30,24 +30,20 @@ import asyncio
 import contextlib
 import os
 import random
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import httpx
 
-from engine.ports import free_port
 from load import stack
 from load.client import Reply
 from load.miss_overhead import added, side
 from load.report import emit
 from load.stats import loadavg, summary_ms
+from tests.support.stub_engines import MODEL, fault_engine_process
 
-MODEL = "stub-model"
 VARIANTS: dict[str, dict[str, str]] = {
     "off": {"GATEWAY_CACHE__ENABLED": "false"},
     "bare": {"GATEWAY_CACHE__ENABLED": "false", "GATEWAY_ROUTING__BUDGET__ENABLED": "false"},
@@ -85,22 +81,8 @@ WORDS = [
 
 @contextlib.contextmanager
 def stub_engine(delay_ms: float) -> Iterator[stack.Endpoint]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "tests.support.stub_engines", "--port", str(port)]
-    proc = subprocess.Popen(
-        [*cmd, "--delay", str(delay_ms / 1000)], cwd=stack.ROOT, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=1, trust_env=False).status_code == 200:
-                    break
-            time.sleep(0.1)
-        yield stack.Endpoint(url, MODEL)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with fault_engine_process(delay_s=delay_ms / 1000) as engine:
+        yield stack.Endpoint(engine.url, MODEL)
 
 
 def texts(seed: int) -> Iterator[str]:
