@@ -6,7 +6,10 @@ known by asking an engine. A fraction ``cache.audit.sample_rate`` of semantic hi
 budget applied, ``stream: false``) to an engine, but only when one has a free slot right now:
 nobody queued for one, the model under its admission capacity, an engine with room, fewer than
 ``max_concurrent`` audits running. Otherwise the audit is skipped, never queued, so an audit
-never delays a request; it is not counted against any key's limits either.
+never delays a request; it is not counted against any key's limits either. At most
+``max_per_minute`` audits begin per minute, whatever the hit rate: on an engine that shares the
+gateway's CPU (the CPU-only stack), 2 % of 200 hits/s kept the engine busy and cut the
+embedder's hit throughput to a third (docs/benchmarks.md section 1).
 
 The fresh answer agrees with the served one when both are equal after whitespace and case
 normalisation, or when the cosine of their embeddings (the cache's embedder) is at least
@@ -22,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -75,6 +79,7 @@ class AuditCounts:
     agreed: int = 0
     disagreed: int = 0
     skipped: int = 0  # no free engine slot at the time (never queued)
+    capped: int = 0  # sampled, but the last audit began less than 60 / max_per_minute s ago
     failed: int = 0  # the engine or the comparison failed: no verdict
     raised: int = 0  # entries whose learned similarity a disagreement raised
 
@@ -89,6 +94,7 @@ class AuditCounts:
             "agreed": self.agreed,
             "disagreed": self.disagreed,
             "skipped": self.skipped,
+            "capped": self.capped,
             "failed": self.failed,
             "entries_raised": self.raised,
             "agreement_rate": self.agreed / self.audited if self.audited else None,
@@ -110,6 +116,7 @@ class Auditor:
         config: AuditConfig,
         *,
         sample: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._cache = cache
         self._upstream = upstream
@@ -118,22 +125,35 @@ class Auditor:
         self._budget = budget
         self.config = config
         self._sample = sample
+        self._clock = clock
+        self._next_at = -math.inf  # when the per-minute cap lets the next audit begin
         self._running = 0
         self.counts = AuditCounts()
 
     def wants(self, result: LookupResult) -> bool:
-        """Whether to audit this lookup's hit: semantic hits only, ``sample_rate`` of them."""
-        return (
+        """Whether to audit this lookup's hit: semantic hits only, ``sample_rate`` of them, at
+        most ``max_per_minute`` a minute."""
+        sampled = (
             result.status == "hit-semantic"
             and result.entry_id is not None
             and result.answer is not None
             and self.config.sample_rate > 0
             and self._sample() < self.config.sample_rate
         )
+        if not sampled:
+            return False
+        now, cap = self._clock(), self.config.max_per_minute
+        if now < self._next_at:
+            self.counts.capped += 1
+            return False
+        if cap is not None:
+            self._next_at = now + 60 / cap
+        return True
 
     def stats(self) -> dict[str, Any]:
         return {
             "sample_rate": self.config.sample_rate,
+            "max_per_minute": self.config.max_per_minute,
             "agree": self.config.agree,
             "running": self._running,
             **self.counts.as_dict(),

@@ -310,10 +310,11 @@ class _AuditCollector(Collector):
             "gateway_cache_audits",
             "Sampled semantic hits answered again by an engine in the background, by result: "
             "agreed, disagreed (the entry's learned similarity was raised), skipped (no free "
-            "engine slot; audits never queue), failed (no answer to compare).",
+            "engine slot; audits never queue), capped (over cache.audit.max_per_minute), "
+            "failed (no answer to compare).",
             labels=["result"],
         )
-        for result in ("agreed", "disagreed", "skipped", "failed"):
+        for result in ("agreed", "disagreed", "skipped", "capped", "failed"):
             outcomes.add_metric([result], getattr(counts, result))
         yield outcomes
         stats = counts.as_dict()

@@ -5,6 +5,7 @@
 - the same request straight to the vLLM engine.
 
     python -m load.bench_gateway [--engine-url http://127.0.0.1:PORT] [--json out.json]
+                                 [--variants default,audits-off,old@/tmp/old-tree]
 
 Without --engine-url it starts one engine (about a minute). Each store gets its own fresh
 gateway process (``python -m gateway serve``), warmed through the admin API with the Banking77
@@ -16,6 +17,15 @@ misses and the embedder's memo cannot answer: every request pays for one embeddi
 requests carry ``Cache-Control: only-if-cached``, so a miss is a 504, never an engine call
 (the report counts them per phase, with the gateway's store errors and bypasses).
 Latency is measured on the client (aiohttp, one shared session).
+
+``--variants`` runs one gateway per store and variant, back to back in the same run:
+``default`` (the default configuration), ``audits-off`` (``cache.audit.sample_rate`` 0),
+``audits-uncapped`` (``cache.audit.max_per_minute`` 1e9, as before the cap); ``NAME@DIR``
+runs variant NAME from the source tree DIR (e.g. a ``git worktree`` of an older commit). A
+report key is the store, then ``/NAME`` unless NAME is ``default``, then ``#2``, ``#3`` for a
+variant named again (a repeat, to see the machine's noise). Each gateway reports its audits and
+guard refusals: an audit makes the engine answer a served hit again, and on a CPU engine that
+shares the gateway's cores that work competes with the embedder.
 """
 
 from __future__ import annotations
@@ -46,6 +56,11 @@ ADMIN = "bench-admin"
 PARAMS: dict[str, Any] = {"max_tokens": 16, "temperature": 0}
 CACHED_ONLY = {"cache-control": "only-if-cached"}
 CASES = (str.lower, str.upper, str.swapcase, str.title, str.capitalize)
+VARIANTS: dict[str, dict[str, str]] = {
+    "default": {},
+    "audits-off": {"GATEWAY_CACHE__AUDIT__SAMPLE_RATE": "0"},
+    "audits-uncapped": {"GATEWAY_CACHE__AUDIT__MAX_PER_MINUTE": "1e9"},
+}
 
 
 def body(model: str, text: str) -> dict[str, Any]:
@@ -158,6 +173,8 @@ async def bench_gateway(
         stats = await resp.json()
     out["embedder"] = stats["embedder"]
     out["store_errors"], out["bypasses"] = stats["store_errors"], stats["bypasses"]
+    out["guard_refusals"] = stats.get("guard_refusals")  # absent in older source trees
+    out["audit"] = stats.get("audit")
     return out
 
 
@@ -171,14 +188,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with stack.engine(url=args.engine_url) as engine:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
             for store in args.stores.split(","):
-                with (
-                    stack.redis() if store == "redis" else contextlib.nullcontext() as redis_url,
-                    stack.gateway(engine, admin_key=ADMIN, redis_url=redis_url) as url,
-                ):
-                    print(f"[bench] {store}: gateway at {url}", file=sys.stderr, flush=True)
-                    report[store] = await bench_gateway(
-                        http, url, engine.model, parts.seed, semantic, args.n1, args.n32
-                    )
+                for name in args.variants.split(","):
+                    variant, _, root = name.partition("@")
+                    key = store if name == "default" else f"{store}/{name}"
+                    if repeats := sum(k.split("#")[0] == key for k in report):
+                        key = f"{key}#{repeats + 1}"
+                    with (
+                        stack.redis() if store == "redis" else contextlib.nullcontext() as redis,
+                        stack.gateway(
+                            engine,
+                            admin_key=ADMIN,
+                            redis_url=redis,
+                            settings=VARIANTS[variant],
+                            root=Path(root) if root else stack.ROOT,
+                        ) as url,
+                    ):
+                        print(f"[bench] {key}: gateway at {url}", file=sys.stderr, flush=True)
+                        report[key] = await bench_gateway(
+                            http, url, engine.model, parts.seed, semantic, args.n1, args.n32
+                        )
             texts = [r.text for r in parts.seed]
             await drive(http, engine.url, engine.model, texts[:2], 1)
             report["engine"] = {
@@ -202,6 +230,11 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     parser.add_argument(
         "--stores", default="memory,redis", help="gateways to measure, in order (memory|redis)"
+    )
+    parser.add_argument(
+        "--variants",
+        default="default",
+        help=f"gateway variants per store, in order: {', '.join(VARIANTS)}, each as NAME[@DIR]",
     )
     parser.add_argument("--n1", type=int, default=200, help="requests at 1 client")
     parser.add_argument("--n32", type=int, default=800, help="requests at 32 clients")

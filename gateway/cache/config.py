@@ -76,6 +76,14 @@ class AuditConfig(BaseModel):
     max_concurrent: int = Field(
         default=2, ge=1, description="Most audits running at once; past it a hit is not audited."
     )
+    max_per_minute: float | None = Field(
+        default=12,
+        gt=0,
+        description="Most audits begun per minute: a hit sampled sooner than 60 / max_per_minute "
+        "seconds after the last audit began is not audited (None: no cap). An audit costs a "
+        "whole engine answer; where the engine shares the gateway's CPU, audits of a fixed "
+        "fraction of a busy hit stream take the CPU the hits need.",
+    )
 
 
 class CacheConfig(BaseModel):

@@ -92,6 +92,7 @@ def test_semantic_hits_are_audited_in_the_background_and_reported() -> None:
         metrics = httpx.get(f"{url}/metrics").text
         assert 'gateway_cache_audits_total{result="disagreed"} 1.0' in metrics
         assert 'gateway_cache_audits_total{result="agreed"} 0.0' in metrics
+        assert 'gateway_cache_audits_total{result="capped"} 0.0' in metrics
         assert "gateway_cache_audit_agreement_ratio 0.0" in metrics
         assert "gateway_cache_audit_agreement_ratio_high 0.79" in metrics  # Wilson, n = 1
         dashboard = httpx.get(f"{url}/dashboard/data").json()

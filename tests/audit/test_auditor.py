@@ -188,7 +188,7 @@ async def test_an_engine_error_is_a_failure_not_a_verdict(
 async def test_only_a_sample_of_semantic_hits_is_audited(
     engine: FaultEngine, embedder: Embedder
 ) -> None:
-    async with rig(engine, embedder, sample_rate=0.25) as r:
+    async with rig(engine, embedder, sample_rate=0.25, max_per_minute=None) as r:
         draws = iter([0.1, 0.3, 0.9, 0.2])
         r.auditor._sample = lambda: next(draws)
         hit = await served_hit(r.cache, "Bananas are purple.")
@@ -196,3 +196,21 @@ async def test_only_a_sample_of_semantic_hits_is_audited(
         exact = LookupResult("hit-exact", answer=hit.answer, entry_id=hit.entry_id)
         r.auditor._sample = lambda: 0.0
         assert not r.auditor.wants(exact) and not r.auditor.wants(LookupResult("miss"))
+
+
+async def test_at_most_max_per_minute_audits_begin_whatever_the_hit_rate(
+    engine: FaultEngine, embedder: Embedder
+) -> None:
+    async with rig(engine, embedder, max_per_minute=12) as r:  # one per 5 s
+        now = [100.0]
+        r.auditor._clock = lambda: now[0]
+        hit = await served_hit(r.cache, "Bananas are purple.")
+        wanted = []
+        for _ in range(8):  # every hit is sampled (sample_rate 1), one a second
+            wanted.append(r.auditor.wants(hit))
+            now[0] += 1.0
+        assert wanted == [True, False, False, False, False, True, False, False]
+        stats = r.auditor.stats()
+        assert stats["capped"] == 6 and stats["max_per_minute"] == 12
+        assert not r.auditor.wants(LookupResult("miss"))
+        assert r.auditor.stats()["capped"] == 6  # only sampled semantic hits count as capped
