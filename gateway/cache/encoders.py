@@ -180,10 +180,19 @@ class OnnxEncoder:
 
     name = "onnx"
 
-    def __init__(self, model_path: Path, *, cache_dir: Path, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        cache_dir: Path,
+        threads: int | None = None,
+        onnx_path: Path | None = None,
+    ) -> None:
+        """``onnx_path``: run this ONNX file of the model (e.g. a quantized copy, see
+        load/bench_int8.py) instead of the export kept in ``cache_dir``."""
         import onnxruntime as ort
 
-        self.onnx_path = ensure_onnx_export(model_path, cache_dir)
+        self.onnx_path = onnx_path or ensure_onnx_export(model_path, cache_dir)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

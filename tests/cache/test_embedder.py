@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from gateway.cache import Embedder, EmbedderConfig
-from gateway.cache.encoders import Embedding, TorchEncoder, default_model_path
+from gateway.cache.encoders import (
+    Embedding,
+    OnnxEncoder,
+    TorchEncoder,
+    default_model_path,
+    ensure_onnx_export,
+)
+from load.bench_int8 import CACHE_DIR, quantized
 
 TEXTS = [
     "How do I reset my password?",
@@ -35,6 +43,19 @@ async def test_onnx_vectors_equal_torch_vectors(
     torch = torch_encoder.encode(TEXTS)
     for text, got, want in zip(TEXTS, onnx, torch, strict=True):
         assert float(got.vector @ want.vector) > 0.999, text
+        assert got.truncated == want.truncated
+
+
+def test_an_onnx_file_of_the_model_can_be_given_such_as_an_int8_copy(tmp_path: Path) -> None:
+    model = default_model_path()
+    exported = OnnxEncoder(model, cache_dir=CACHE_DIR)
+    int8 = quantized(model, "per-channel-matmul", tmp_path)
+    assert exported.onnx_path == ensure_onnx_export(model, CACHE_DIR)
+    assert int8.onnx_path == tmp_path / "per-channel-matmul.onnx"
+    assert int8.onnx_path.stat().st_size < 0.75 * exported.onnx_path.stat().st_size
+    for got, want in zip(int8.encode(TEXTS), exported.encode(TEXTS), strict=True):
+        cosine = float(got.vector @ want.vector)
+        assert 0.97 < cosine < 0.99999  # close, yet not the float32 model's vector
         assert got.truncated == want.truncated
 
 
