@@ -116,7 +116,6 @@ def gateway(
             "HF_HUB_OFFLINE": "1",
         }
     )
-    env.update(settings or {})
     if redis_url:
         env["GATEWAY_REDIS_URL"] = redis_url
     if policy:  # else the gateway's default

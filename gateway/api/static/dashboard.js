@@ -75,8 +75,9 @@
     const a = d.audit;
     tile("tile-audit", a ? a.agreement_rate : null, a ? percent(a.agreement_rate) : "off",
       !a ? "cache.audit.sample_rate = 0"
-        : a.audited ? `${percent(a.agreement_low)}–${percent(a.agreement_high)} · ${compact(a.audited)} audited · ${compact(a.skipped)} skipped`
-          : `no audit yet · ${percent(a.sample_rate)} of semantic hits`);
+        : a.audited ? `${percent(a.agreement_low)}–${percent(a.agreement_high)} · ${compact(a.audited)} audited · ${compact(a.skipped)} skipped · ${compact(a.capped)} capped`
+          : `no audit yet · ${percent(a.sample_rate)} of semantic hits` +
+            (a.max_per_minute ? `, at most ${num(a.max_per_minute)} a minute` : ""));
     tile("tile-rps", s.rps, rate(s.rps), `${compact(s.requests)} completions in all`);
     tile("tile-p95", s.p95, seconds(s.p95), `p50 ${seconds(s.p50)} · p99 ${seconds(s.p99)} (1 min)`);
     tile("tile-ttft", s.ttft_p50, seconds(s.ttft_p50), `p95 ${seconds(s.ttft_p95)} · streams, 1 min`);
