@@ -7,9 +7,9 @@ budget applied, ``stream: false``) to an engine, but only when one has a free sl
 nobody queued for one, the model under its admission capacity, an engine with room, fewer than
 ``max_concurrent`` audits running. Otherwise the audit is skipped, never queued, so an audit
 never delays a request; it is not counted against any key's limits either. At most
-``max_per_minute`` audits begin per minute, whatever the hit rate: on an engine that shares the
-gateway's CPU (the CPU-only stack), 2 % of 200 hits/s kept the engine busy and cut the
-embedder's hit throughput to a third (docs/benchmarks.md section 1).
+``max_per_minute`` sampled hits a minute are handed to an audit, whatever the hit rate: on an
+engine that shares the gateway's CPU (the CPU-only stack), 2 % of a busy hit stream kept the
+engine generating and cut semantic hits/s to a third (docs/benchmarks.md section 1).
 
 The fresh answer agrees with the served one when both are equal after whitespace and case
 normalisation, or when the cosine of their embeddings (the cache's embedder) is at least
@@ -79,7 +79,7 @@ class AuditCounts:
     agreed: int = 0
     disagreed: int = 0
     skipped: int = 0  # no free engine slot at the time (never queued)
-    capped: int = 0  # sampled, but the last audit began less than 60 / max_per_minute s ago
+    capped: int = 0  # sampled less than 60 / max_per_minute s after the last audited one
     failed: int = 0  # the engine or the comparison failed: no verdict
     raised: int = 0  # entries whose learned similarity a disagreement raised
 

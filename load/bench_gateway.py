@@ -5,7 +5,7 @@
 - the same request straight to the vLLM engine.
 
     python -m load.bench_gateway [--engine-url http://127.0.0.1:PORT] [--json out.json]
-                                 [--variants default,audits-off,old@/tmp/old-tree]
+                                 [--variants default,audits-off,default@/tmp/old-tree]
 
 Without --engine-url it starts one engine (about a minute). Each store gets its own fresh
 gateway process (``python -m gateway serve``), warmed through the admin API with the Banking77

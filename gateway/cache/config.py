@@ -79,8 +79,8 @@ class AuditConfig(BaseModel):
     max_per_minute: float | None = Field(
         default=12,
         gt=0,
-        description="Most audits begun per minute: a hit sampled sooner than 60 / max_per_minute "
-        "seconds after the last audit began is not audited (None: no cap). An audit costs a "
+        description="Most audits per minute: a hit sampled sooner than 60 / max_per_minute "
+        "seconds after the last audited one is not audited (None: no cap). An audit costs a "
         "whole engine answer; where the engine shares the gateway's CPU, audits of a fixed "
         "fraction of a busy hit stream take the CPU the hits need.",
     )
