@@ -41,10 +41,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
 
 from gateway.cache.config import EmbedderConfig
-from gateway.cache.encoders import load_encoder
+from gateway.cache.encoders import load_encoder, vector_rows
 from gateway.cache.evaluate import Labelled
 from load import stack
 from load.banking77 import DEFAULT_CSV, read_labelled, split
@@ -73,15 +72,8 @@ def semantic_texts(
     """Query texts whose nearest seed has cosine >= 0.96, in every letter case that differs
     from the original and from each other (one request each)."""
     encoder = load_encoder(config or EmbedderConfig())
-
-    def vectors(rows: Sequence[Labelled]) -> np.ndarray:
-        texts = [row.text for row in rows]
-        found = [
-            e.vector for i in range(0, len(texts), 64) for e in encoder.encode(texts[i : i + 64])
-        ]
-        return np.stack(found)
-
-    best = (vectors(queries) @ vectors(seed).T).max(axis=1)
+    asked = vector_rows(encoder, [row.text for row in queries])
+    best = (asked @ vector_rows(encoder, [row.text for row in seed]).T).max(axis=1)
     seeds = {row.text for row in seed}
     out: list[str] = []
     taken: set[str] = set()

@@ -25,10 +25,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from gateway.cache import CacheConfig, Embedder
-from gateway.cache.encoders import OnnxEncoder, default_model_path, ensure_onnx_export
+from gateway.cache.encoders import (
+    OnnxEncoder,
+    default_model_path,
+    ensure_onnx_export,
+    vector_rows,
+)
 from gateway.cache.evaluate import evaluate
 from load.banking77 import DEFAULT_CSV, read_labelled, split
 from load.report import emit
@@ -49,16 +52,6 @@ def quantized(model_path: Path, scheme: str, out_dir: Path) -> OnnxEncoder:
     target = out_dir / f"{scheme}.onnx"
     quantize_dynamic(source, target, weight_type=QuantType.QInt8, **SCHEMES[scheme])
     return OnnxEncoder(model_path, cache_dir=CACHE_DIR, onnx_path=target)
-
-
-def vectors(encoder: OnnxEncoder, texts: Sequence[str]) -> np.ndarray:
-    return np.stack(
-        [
-            e.vector
-            for i in range(0, len(texts), 64)
-            for e in encoder.encode(list(texts[i : i + 64]))
-        ]
-    )
 
 
 def speed(encoder: OnnxEncoder, texts: Sequence[str]) -> dict[str, Any]:
@@ -92,9 +85,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         encoders = {"float32": OnnxEncoder(model_path, cache_dir=CACHE_DIR)}
         for scheme in SCHEMES:
             encoders[f"int8 {scheme}"] = quantized(model_path, scheme, Path(tmp))
-        reference = vectors(encoders["float32"], texts)
+        reference = vector_rows(encoders["float32"], texts)
         for name, encoder in encoders.items():
-            cosine = (vectors(encoder, texts) * reference).sum(axis=1)
+            cosine = (vector_rows(encoder, texts) * reference).sum(axis=1)
             report[name] = {
                 **speed(encoder, texts),
                 "cosine_to_float32": {"min": float(cosine.min()), "mean": float(cosine.mean())},

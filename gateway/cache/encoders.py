@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,6 +54,13 @@ class Encoder(Protocol):
     dim: int
 
     def encode(self, texts: list[str]) -> list[Embedding]: ...
+
+
+def vector_rows(encoder: Encoder, texts: Sequence[str], chunk: int = 64) -> np.ndarray:
+    """The vectors of many texts as the rows of one matrix, in model calls of ``chunk`` texts
+    (for offline work: benchmarks and evaluations, not the request path)."""
+    chunks = (list(texts[i : i + chunk]) for i in range(0, len(texts), chunk))
+    return np.stack([e.vector for part in chunks for e in encoder.encode(part)])
 
 
 def default_model_path() -> Path:
