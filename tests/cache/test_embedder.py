@@ -16,6 +16,7 @@ from gateway.cache.encoders import (
     TorchEncoder,
     default_model_path,
     ensure_onnx_export,
+    vector_rows,
 )
 from load.bench_int8 import CACHE_DIR, quantized
 
@@ -57,6 +58,14 @@ def test_an_onnx_file_of_the_model_can_be_given_such_as_an_int8_copy(tmp_path: P
         cosine = float(got.vector @ want.vector)
         assert 0.97 < cosine < 0.99999  # close, yet not the float32 model's vector
         assert got.truncated == want.truncated
+
+
+def test_vector_rows_are_each_texts_own_vector_in_order() -> None:
+    encoder = OnnxEncoder(default_model_path(), cache_dir=CACHE_DIR)
+    rows = vector_rows(encoder, TEXTS, chunk=3)  # 7 texts: calls of 3, 3 and 1
+    assert rows.shape == (len(TEXTS), 384)
+    for row, text in zip(rows, TEXTS, strict=True):
+        assert float(row @ encoder.encode([text])[0].vector) > 0.9999, text
 
 
 async def test_vectors_are_unit_float32_and_read_only(embedder: Embedder) -> None:
